@@ -12,8 +12,8 @@ demo: setup
 	$(PY) scripts/demo.py
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks scripts examples
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts examples
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples fuzz
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts examples fuzz
 
 typecheck: setup
 	$(VENV)/bin/mypy

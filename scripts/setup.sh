@@ -34,6 +34,6 @@ fi
 STAMP=.venv/.burrow-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev,all]'
+    .venv/bin/python -m pip install -q -e '.[dev,all,fuzz]'
     touch "$STAMP"
 fi
