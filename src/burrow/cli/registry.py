@@ -15,6 +15,10 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
+    "mount": Command(
+        "burrow.cli.commands.mount", "mount an image's filesystem (or a device) via FUSE"
+    ),
+    "umount": Command("burrow.cli.commands.umount", "unmount a burrow FUSE mount and commit"),
     "version": Command(
         "burrow.cli.commands.version", "print burrow's version and optional features"
     ),

@@ -1,0 +1,198 @@
+"""Mount and unmount: run the pyfuse3 loop, daemonise, and commit on unmount.
+
+Lifecycle of ``burrow mount`` (daemon mode, the default):
+
+1. The parent opens the image and the filesystem (so errors are reported as one line), then
+   forks. The child starts the FUSE session; once the kernel has the mount, the child tells
+   the parent through a pipe and the parent exits 0 — the mount is usable when the command
+   returns.
+2. On unmount (``burrow umount`` or ``fusermount3 -u``) the loop ends and the child calls
+   ``close()`` on what it serves: the filesystem syncs, the overlay commits to the image.
+   A killed daemon leaves the image as of its last commit (the overlay was never applied).
+3. The child records its pid and, at the end, its exit status in the state directory, so
+   ``burrow umount`` can wait for the commit to finish and report failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from burrow.errors import BurrowError, UsageError
+
+log = logging.getLogger("burrow.fuse")
+
+__all__ = ["mount", "state_dir", "unmount"]
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/burrow-{os.getuid()}"
+    path = Path(base) / "burrow-mounts"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _state_file(mountpoint: str) -> Path:
+    key = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:24]
+    return state_dir() / f"{key}.json"
+
+
+def _write_state(mountpoint: str, **fields: Any) -> None:
+    path = _state_file(mountpoint)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"mountpoint": os.path.realpath(mountpoint), **fields}))
+    tmp.replace(path)
+
+
+def _options(fsname: str, readonly: bool, allow_other: bool, default_permissions: bool) -> set[str]:
+    opts = {f"fsname=burrow:{fsname}", "subtype=burrow"}
+    if default_permissions:
+        opts.add("default_permissions")
+    if readonly:
+        opts.add("ro")
+    if allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+def _serve(ops: Any, mountpoint: str, options: set[str], ready: Callable[[], None]) -> None:
+    import pyfuse3
+    import trio
+
+    pyfuse3.init(ops, mountpoint, options)
+    ready()
+    try:
+        trio.run(pyfuse3.main)
+    except BaseException:
+        pyfuse3.close(unmount=True)
+        raise
+    pyfuse3.close(unmount=False)
+
+
+def mount(
+    ops: Any,
+    mountpoint: str,
+    *,
+    close: Callable[[], None],
+    fsname: str,
+    readonly: bool = False,
+    allow_other: bool = False,
+    foreground: bool = False,
+    default_permissions: bool = True,
+) -> int:
+    """Mount ``ops`` on ``mountpoint``; ``close`` runs after unmount (sync + commit).
+
+    In daemon mode returns in the parent once the mount is usable (0) or failed (non-zero).
+    """
+    if not os.path.exists(mountpoint):
+        raise UsageError(f"mount point {mountpoint} does not exist")
+    options = _options(fsname, readonly, allow_other, default_permissions)
+    if foreground:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="burrow: %(message)s")
+
+        def stop(signum: int, frame: Any) -> None:
+            subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
+
+        signal.signal(signal.SIGTERM, stop)
+        _write_state(mountpoint, pid=os.getpid(), status="mounted")
+        try:
+            _serve(ops, mountpoint, options, lambda: log.info("mounted on %s", mountpoint))
+        finally:
+            _finish(mountpoint, close)
+        return 0
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:  # parent: wait for the child's word
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            message = pipe.read()
+        if message == b"ok":
+            return 0
+        text = message.decode(errors="replace") or "the mount daemon exited"
+        print(f"burrow: {mountpoint}: {text}", file=sys.stderr)
+        return 1
+    # child
+    os.close(read_fd)
+    os.setsid()
+    code = 0
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1):
+            os.dup2(devnull, fd)
+        log_path = state_dir() / (_state_file(mountpoint).stem + ".log")
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(log_fd, 2)
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+        _write_state(mountpoint, pid=os.getpid(), status="mounted")
+
+        def ready() -> None:
+            os.write(write_fd, b"ok")
+            os.close(write_fd)
+
+        try:
+            _serve(ops, mountpoint, options, ready)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(write_fd, str(exc).encode() or type(exc).__name__.encode())
+            raise
+        finally:
+            _finish(mountpoint, close)
+    except BaseException:
+        log.exception("mount daemon failed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _finish(mountpoint: str, close: Callable[[], None]) -> None:
+    try:
+        close()
+    except Exception as exc:
+        log.exception("closing the filesystem failed; the image keeps its last committed state")
+        _write_state(mountpoint, pid=os.getpid(), status="failed", error=str(exc))
+        return
+    _write_state(mountpoint, pid=os.getpid(), status="closed")
+
+
+def unmount(mountpoint: str, *, timeout: float = 120.0) -> None:
+    """Unmount and wait for the daemon to finish committing; raise if it failed."""
+    state = _state_file(mountpoint)
+    proc = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BurrowError(proc.stderr.strip() or "fusermount3 -u failed", path=mountpoint)
+    if not state.exists():
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info = json.loads(state.read_text())
+        except (OSError, ValueError):
+            return
+        if info.get("status") in ("closed", "failed"):
+            state.unlink(missing_ok=True)
+            if info["status"] == "failed":
+                raise BurrowError(
+                    f"commit after unmount failed: {info.get('error')}", path=mountpoint
+                )
+            return
+        pid = int(info.get("pid", 0))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            state.unlink(missing_ok=True)
+            return
+        except PermissionError:
+            pass
+        time.sleep(0.05)
+    raise BurrowError("timed out waiting for the mount daemon to finish", path=mountpoint)
