@@ -51,6 +51,34 @@ def _chart(result: Result, path: Path) -> None:
     plt.close(fig)
 
 
+def _merge(store: Path, results: list[Result]) -> list[Result]:
+    """Keep earlier results of cases not run this time (``-k`` runs update only their rows)."""
+    import json
+
+    old: dict[str, dict[str, object]] = {}
+    if store.exists():
+        old = {r["case"]: r for r in json.loads(store.read_text())}
+    for res in results:
+        old[res.case] = {
+            "case": res.case,
+            "unit": res.unit,
+            "target": res.target,
+            "seconds": res.seconds,
+            "amount": res.amount,
+        }
+    store.write_text(json.dumps(list(old.values()), indent=1) + "\n")
+    return [
+        Result(
+            str(r["case"]),
+            str(r["unit"]),
+            str(r["target"]),
+            dict(r["seconds"]),  # type: ignore[call-overload]
+            dict(r["amount"]),  # type: ignore[call-overload]
+        )
+        for r in old.values()
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-k", default="", help="only cases whose name contains this")
@@ -71,6 +99,8 @@ def main() -> int:
             for who in res.seconds:
                 value = res.seconds[who] if res.unit == "s" else res.rate(who)
                 print(f"  {who:24} {human_rate(value, res.unit)}")
+    store = charts / "results.json"
+    merged = _merge(store, results)
     lines = [
         "# Benchmarks",
         "",
@@ -84,6 +114,7 @@ def main() -> int:
     for res in results:
         slug = "".join(c if c.isalnum() else "-" for c in res.case.lower()).strip("-")
         _chart(res, charts / f"{slug}.png")
+    for res in merged:
         for who in res.seconds:
             if res.unit == "s":
                 shown = human_rate(res.seconds[who], "s")
@@ -93,7 +124,7 @@ def main() -> int:
                 ratio = res.rate("burrow") / res.rate(who) if who != "burrow" else 1.0
             lines.append(f"| {res.case} | {who} | {shown} | {ratio:.2f} | {res.target} |")
     lines.append("")
-    for res in results:
+    for res in merged:
         slug = "".join(c if c.isalnum() else "-" for c in res.case.lower()).strip("-")
         lines.append(f"![{res.case}](benchmarks/{slug}.png)")
     (DOCS / "benchmarks.md").write_text("\n".join(lines) + "\n")
