@@ -101,3 +101,26 @@ def make_fat(
 
 def qemu_img(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     return run(["qemu-img", *args])
+
+
+def make_gpt(path: Path, size: int, partitions: Sequence[Sequence[str]]) -> Path:
+    """A raw image with a GPT written by ``sgdisk``.
+
+    Each partition is a list of sgdisk option values for ``-n``, ``-t`` and ``-c``, e.g.
+    ``("1:2048:+1M", "1:ef00", "1:ESP")``; empty strings are skipped.
+    """
+    make_raw(path, size)
+    cmd: list[str | os.PathLike[str]] = ["sgdisk", "-o"]
+    for part in partitions:
+        for flag, value in zip(("-n", "-t", "-c"), part, strict=False):
+            if value:
+                cmd += [flag, value]
+    run([*cmd, path])
+    return path
+
+
+def make_mbr(path: Path, size: int, script: str) -> Path:
+    """A raw image with an MBR written by ``sfdisk`` from an sfdisk script (``label: dos``...)."""
+    make_raw(path, size)
+    run(["sfdisk", "-q", path], input=script)
+    return path
