@@ -177,7 +177,7 @@ class CipherState:
         nonce = _nonce(self.n)
         return nonce
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes | memoryview) -> bytes:
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes | bytearray | memoryview) -> bytes:
         """EncryptWithAd(ad, plaintext); plaintext passes through unchanged without a key."""
         if self._aead is None:
             return bytes(plaintext)
@@ -196,7 +196,9 @@ class CipherState:
         self.n += 1
         return out
 
-    def encrypt_into(self, ad: bytes, plaintext: bytes | memoryview, out: memoryview) -> int:
+    def encrypt_into(
+        self, ad: bytes, plaintext: bytes | bytearray | memoryview, out: memoryview
+    ) -> int:
         """EncryptWithAd writing ``len(plaintext) + 16`` bytes into ``out`` (no extra copy).
 
         Same semantics as :meth:`encrypt_with_ad`; used by the record layer's bulk path.
