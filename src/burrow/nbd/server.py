@@ -20,7 +20,7 @@ import ssl
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from burrow.errors import BurrowError, RemoteProtocolError, UsageError, errno_of
@@ -133,8 +133,8 @@ class _Connection(asyncio.Protocol):
 
     # -- transport callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same API.
+        self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
         self._send()
 
