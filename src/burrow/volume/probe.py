@@ -1,0 +1,54 @@
+"""Deciding what table a device holds: GPT, MBR or none, and reading it.
+
+Order of decisions (as the Linux kernel and libblkid do):
+
+1. ``EFI PART`` at LBA 1 (512- or 4096-byte sectors), or a 0xEE entry in sector 0 -> GPT.
+   A hybrid MBR (0xEE plus other entries) still means GPT: GPT wins when it is valid.
+   A damaged primary falls back to the backup header at the last LBA.
+2. Otherwise a DOS signature with sane boot flags, which is not a FAT/NTFS/exFAT boot sector
+   -> MBR.
+3. Otherwise no table (``None``): a bare filesystem or an empty disk.
+"""
+
+from __future__ import annotations
+
+from burrow.block.device import BlockDevice
+from burrow.volume.gpt import SECTOR_SIZES, SIGNATURE, GptDisk, gpt_to_table, read_gpt
+from burrow.volume.mbr import (
+    MbrDisk,
+    has_protective_entry,
+    is_hybrid,
+    looks_like_mbr,
+    mbr_to_table,
+    read_mbr,
+)
+from burrow.volume.table import PartitionTable
+
+__all__ = ["read_model", "read_table"]
+
+
+def read_model(dev: BlockDevice) -> GptDisk | MbrDisk | None:
+    """The format-specific model of the table on ``dev`` (what the writer edits)."""
+    if dev.size < 512:
+        return None
+    sector0 = dev.pread(512, 0)
+    protective = has_protective_entry(sector0)
+    gpt_signature = any(dev.size >= 2 * ss and dev.pread(8, ss) == SIGNATURE for ss in SECTOR_SIZES)
+    if protective or gpt_signature:
+        return read_gpt(dev, hybrid=is_hybrid(sector0), protective=protective)
+    if looks_like_mbr(sector0):
+        return read_mbr(dev, sector0)
+    return None
+
+
+def read_table(dev: BlockDevice) -> PartitionTable | None:
+    """Read the partition table of ``dev``: a ``PartitionTable``, or ``None`` when the device
+    has neither an MBR nor a GPT. Never writes. Problems that still allow a safe reading (a
+    damaged primary GPT, a grown device) are listed in ``PartitionTable.warnings`` and logged;
+    anything else raises ``CorruptImage``."""
+    model = read_model(dev)
+    if model is None:
+        return None
+    if isinstance(model, GptDisk):
+        return gpt_to_table(model)
+    return mbr_to_table(model)
