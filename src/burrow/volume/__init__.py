@@ -11,6 +11,8 @@ Reading: :func:`read_table`. Writing: :func:`init_table`, :func:`add_partition`,
 
 from __future__ import annotations
 
+import logging as _logging
+
 from burrow.volume.edit import (
     ALIGNMENT,
     add_partition,
@@ -23,6 +25,9 @@ from burrow.volume.edit import (
 )
 from burrow.volume.probe import read_table
 from burrow.volume.table import Partition, PartitionTable
+
+# A library logs warnings but leaves printing them to the application (see PartitionTable.warnings).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "ALIGNMENT",
