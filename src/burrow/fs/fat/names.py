@@ -130,10 +130,18 @@ def make_short(name: str, taken: set[bytes]) -> bytes:
         base_src, ext_src = stripped[:dot], stripped[dot + 1 :]
     else:
         base_src, ext_src = stripped, ""
-    base, _ = _basis_chars(base_src.replace(".", ""))
-    ext, _ = _basis_chars(ext_src)
+    base, lossy_base = _basis_chars(base_src.replace(".", ""))
+    ext, lossy_ext = _basis_chars(ext_src)
+    lossy = (
+        lossy_base or lossy_ext or len(base) > 8 or len(ext) > 3 or stripped != name
+        or stripped.count(".") > 1 or not base
+    )  # fmt: skip
     base = base[:8] or "_"
     ext = ext[:3]
+    if not lossy:  # e.g. "Makefile", "Read.Me": upper-casing alone gives a unique 8.3 alias
+        raw = (base.ljust(8) + ext.ljust(3)).encode("ascii")
+        if raw not in taken:
+            return raw
     for n in range(1, 1_000_000):
         tail = f"~{n}"
         candidate = (base[: 8 - len(tail)] + tail).ljust(8) + ext.ljust(3)

@@ -1,0 +1,187 @@
+"""``burrow mkfs fat|ext4|ext3|ext2 TARGET``: make a filesystem on a file, an image or a partition.
+
+TARGET is a path to an image (raw or qcow2, opened read-write), a new raw file (created with
+``--size``), or ``IMAGE@PART`` (partition number PART of the image's MBR/GPT table; the
+partition's offset becomes the FAT "hidden sectors" field, as mkfs.fat does on a partition).
+``--from DIR`` copies a host tree into the new filesystem (for ext4 also a tar archive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import stat
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from burrow.block.device import BlockDevice
+    from burrow.fs.vfs import Filesystem
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="fstype", metavar="TYPE", required=True)
+    fat = sub.add_parser("fat", help="FAT12/16/32 with long names (also: vfat)", aliases=["vfat"])
+    _common(fat)
+    fat.add_argument("--fat", type=int, choices=[12, 16, 32], dest="fat_bits",
+                     help="FAT type (default: chosen by size, like mkfs.fat)")  # fmt: skip
+    fat.add_argument("--volume-id", help="32-bit volume serial number in hex (default: random)")
+    fat.add_argument("--from", dest="source", metavar="DIR", help="copy this host tree in")
+    for name in ("ext4", "ext3", "ext2"):
+        ext = sub.add_parser(name, help=f"{name} filesystem")
+        _common(ext)
+        ext.add_argument("--uuid", help="filesystem UUID (default: random)")
+        ext.add_argument("--block-size", type=int, help="block size in bytes")
+        ext.add_argument("--inode-size", type=int, help="inode size in bytes")
+        ext.add_argument("--features", help="comma-separated feature list (mke2fs -O syntax)")
+        ext.add_argument("--from", dest="source", metavar="DIR|TAR", help="copy this tree in")
+        ext.add_argument("--owner-map", action="append", default=[], metavar="HOST:IMAGE",
+                         help="map host uid/gid to image ids (repeatable)")  # fmt: skip
+        ext.add_argument("--all-root", action="store_true", help="make every file owned by root")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="TARGET", help="image file, new file, or IMAGE@PART")
+    p.add_argument("--size", help="create TARGET as a raw file of this size (e.g. 64M, 1G)")
+    p.add_argument("--label", default="", help="volume label")
+    p.add_argument("--format", choices=["raw", "qcow2"], help="image format (default: detect)")
+
+
+def parse_size(text: str) -> int:
+    from burrow.errors import UsageError
+
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise UsageError(f"bad size {text!r} (examples: 1440K, 64M, 2G)")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def _split_target(target: str) -> tuple[str, int | None]:
+    """``IMAGE@PART`` -> (IMAGE, PART) when PART is a number and IMAGE@PART is not a file."""
+    if "@" in target and not os.path.exists(target):
+        image, _, part = target.rpartition("@")
+        if part.isdigit():
+            return image, int(part)
+    return target, None
+
+
+def open_target(args: argparse.Namespace) -> tuple[BlockDevice, list[BlockDevice], int]:
+    """The writable device to format, devices to close afterwards, and its offset in sectors."""
+    import burrow.block
+    from burrow.errors import NotFound, UsageError
+
+    image, part = _split_target(args.target)
+    size = parse_size(args.size) if args.size else None
+    if not os.path.exists(image):
+        if part is not None:
+            raise NotFound(f"{image}: no such image", path=image)
+        if size is None:
+            raise UsageError(f"{image} does not exist; give --size to create it")
+        fmt = args.format or "raw"
+        dev = burrow.block.create(image, size, format=fmt)
+        return dev, [dev], 0
+    dev = burrow.block.open(image, format=args.format, readonly=False)
+    if part is None:
+        if size is not None and size != dev.size:
+            if args.format == "qcow2" or burrow.block.detect_format(image) != "raw":
+                dev.close()
+                raise UsageError("--size can only resize raw files")
+            dev.close()
+            with open(image, "r+b") as f:
+                f.truncate(size)
+            dev = burrow.block.open(image, format="raw", readonly=False)
+        return dev, [dev], 0
+    from burrow.volume import read_table
+
+    table = read_table(dev)
+    if table is None:
+        dev.close()
+        raise UsageError(f"{image} has no partition table")
+    partition = table.partition(part)
+    return partition.open(dev, readonly=False), [dev], partition.start // 512
+
+
+def run(args: argparse.Namespace) -> int:
+    from burrow.errors import Unsupported
+
+    dev, owned, hidden = open_target(args)
+    try:
+        if args.fstype in ("fat", "vfat"):
+            _mkfs_fat(args, dev, hidden)
+        else:
+            try:
+                from burrow.fs.ext4.mkfs import mkfs as ext_mkfs
+            except ImportError as exc:
+                raise Unsupported("ext4 mkfs") from exc
+            ext_mkfs(
+                dev, fstype=args.fstype, label=args.label, uuid=args.uuid,
+                block_size=args.block_size, inode_size=args.inode_size, features=args.features,
+            )  # fmt: skip
+            if args.source:
+                raise Unsupported("mkfs --from for ext filesystems")
+        dev.flush()
+    finally:
+        for d in reversed(owned):
+            d.close()
+    return 0
+
+
+def _mkfs_fat(args: argparse.Namespace, dev: BlockDevice, hidden: int) -> None:
+    from burrow.errors import UsageError
+    from burrow.fs.fat import open_fat
+    from burrow.fs.fat.mkfs import mkfs
+
+    vid = None
+    if args.volume_id:
+        try:
+            vid = int(args.volume_id.replace("-", ""), 16)
+        except ValueError as exc:
+            raise UsageError(f"bad volume id {args.volume_id!r} (8 hex digits)") from exc
+    mkfs(dev, fat_bits=args.fat_bits, label=args.label, volume_id=vid, hidden_sectors=hidden)
+    if args.source:
+        if not os.path.isdir(args.source):
+            raise UsageError(f"--from {args.source}: not a directory")
+        with open_fat(dev, readonly=False) as fs:
+            copy_tree_in(args.source, fs, fs.root_ino)
+
+
+def copy_tree_in(src: str, fs: Filesystem, dir_ino: int, *, depth: int = 0) -> None:
+    """Copy the host directory ``src``'s contents into directory ``dir_ino`` of ``fs``.
+
+    FAT-friendly rules: symlinks are followed (like mcopy); device nodes, fifos and sockets
+    are skipped with a warning; mtimes and the read-only bit are kept.
+    """
+    from burrow.errors import UsageError
+
+    if depth > 256:
+        raise UsageError(f"{src}: directory tree too deep (symlink loop?)")
+    with os.scandir(src) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            print(f"burrow: skipping dangling symlink {entry.path}", file=sys.stderr)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            ino = fs.mkdir(dir_ino, entry.name, st.st_mode & 0o777)
+            copy_tree_in(entry.path, fs, ino, depth=depth + 1)
+            fs.setattr(ino, mode=st.st_mode & 0o777, atime_ns=st.st_atime_ns,
+                       mtime_ns=st.st_mtime_ns)  # fmt: skip
+        elif stat.S_ISREG(st.st_mode):
+            ino = fs.create(dir_ino, entry.name, 0o644)
+            with open(entry.path, "rb", buffering=0) as f:
+                pos = 0
+                while True:
+                    chunk = f.read(4 << 20)
+                    if not chunk:
+                        break
+                    fs.write(ino, pos, chunk)
+                    pos += len(chunk)
+            fs.setattr(ino, mode=st.st_mode & 0o777, atime_ns=st.st_atime_ns,
+                       mtime_ns=st.st_mtime_ns)  # fmt: skip
+        else:
+            print(f"burrow: FAT cannot hold {entry.path} (special file), skipped", file=sys.stderr)
