@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from benchmarks.harness import Case
-from benchmarks.sshd_helper import start_sshd
+from benchmarks.sshd_helper import Sshd, start_sshd
 from burrow.proto.noise import KeyPair
 from burrow.proto.securechannel import PeerInfo
 
@@ -57,6 +57,7 @@ def cases(work: Path) -> list[Case]:
                 f.write(data)
     server_key, client_key = KeyPair.generate(), KeyPair.generate()
     state: dict[str, object] = {}
+    servers: dict[str, Sshd | None] = {}
 
     def setup() -> None:
         ctx = multiprocessing.get_context("fork")
@@ -67,16 +68,16 @@ def cases(work: Path) -> list[Case]:
         proc.start()
         state["proc"] = proc
         state["port"] = q.get(timeout=30)
-        state["sshd"] = start_sshd(work)
+        servers["sshd"] = start_sshd(work)
 
     def teardown() -> None:
         proc = state.get("proc")
         if isinstance(proc, multiprocessing.process.BaseProcess):
             proc.terminate()
             proc.join(5)
-        sshd = state.get("sshd")
+        sshd = servers.get("sshd")
         if sshd is not None:
-            sshd.stop()  # type: ignore[attr-defined]
+            sshd.stop()
 
     def burrow() -> float:
         from burrow.share.channel import open_channel
@@ -97,21 +98,18 @@ def cases(work: Path) -> list[Case]:
         return float(asyncio.run(main()))
 
     def ssh() -> float:
-        sshd = state.get("sshd")
+        sshd = servers.get("sshd")
         if sshd is None:
-            raise RuntimeError("sshd unavailable")
+            raise RuntimeError("sshd unavailable (needs root and openssh-server)")
         with open(src, "rb") as f:
             subprocess.run(
-                sshd.ssh_args("-c", "chacha20-poly1305@openssh.com")  # type: ignore[attr-defined]
-                + ["cat > /dev/null"],
+                [*sshd.ssh_args("-c", "chacha20-poly1305@openssh.com"), "cat > /dev/null"],
                 stdin=f,
                 check=True,
             )
         return SIZE
 
-    contenders = {"burrow": burrow}
-    if start_sshd is not None:
-        contenders["ssh -c chacha20-poly1305"] = ssh
+    contenders = {"burrow": burrow, "ssh -c chacha20-poly1305": ssh}
     return [
         Case(
             "channel: encrypted bulk 1 GiB over loopback TCP",
