@@ -335,8 +335,10 @@ class Disk:
         for key in self._keys():
             part = None if key == WHOLE_DISK else self.partition(key)
             dev = self.device(key)
-            entry = FilesystemEntry(key, part, dev.size, self._fstype(key), is_root=key == root)
-            if entry.fstype in ("ext4", "vfat"):
+            kind = self._fstype(key)
+            mountable = kind in ("ext4", "vfat")
+            entry = FilesystemEntry(key, part, dev.size, kind, is_root=mountable and key == root)
+            if mountable:
                 try:
                     fs = self._mounted[key].fs if key in self._mounted else self._open_ro(key)
                 except BurrowError as exc:
