@@ -175,6 +175,8 @@ class _Connection(asyncio.Protocol):
                 self.structured = ev.structured_replies
             elif isinstance(ev, StartTLS):
                 self._send()
+                if self.transport is not None:  # the ClientHello is for the TLS layer, not us
+                    self.transport.pause_reading()
                 self._spawn(self._start_tls())
             elif isinstance(ev, Disconnect):
                 self._send()
