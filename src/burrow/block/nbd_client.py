@@ -119,12 +119,13 @@ class NBDDevice(BlockDevice):
         self._max_payload = max(done.min_block, min(done.max_payload, 32 * 1024 * 1024))
         remote_ro = bool(done.flags & NBD_FLAG_READ_ONLY)
         self._readonly = readonly or remote_ro
-        self._context = done.contexts.get(BASE_ALLOCATION, 0)
+        # Context ids are opaque: 0 is a valid id (qemu-nbd uses it), so None means "none".
+        self._context: int | None = done.contexts.get(BASE_ALLOCATION)
         self.can_fua = bool(done.flags & NBD_FLAG_SEND_FUA)
         self.can_flush = True
         self.can_discard = bool(done.flags & NBD_FLAG_SEND_TRIM) and not self._readonly
         self.can_write_zeroes = bool(done.flags & NBD_FLAG_SEND_WRITE_ZEROES) and not self._readonly
-        self.can_extents = bool(self._context)
+        self.can_extents = self._context is not None
         self.can_multi_conn = bool(done.flags & NBD_FLAG_CAN_MULTI_CONN)
         self.can_cache = bool(done.flags & NBD_FLAG_SEND_CACHE)
 
@@ -261,7 +262,7 @@ class NBDDevice(BlockDevice):
             self._ranged(NBD_CMD_CACHE, n, offset, 0)
 
     def _extents(self, n: int, offset: int) -> Iterator[Extent]:
-        if not self._context:
+        if self._context is None:
             yield Extent(offset, n, ExtentFlags.DATA)
             return
         pos, end = offset, offset + n

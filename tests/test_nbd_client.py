@@ -1,0 +1,153 @@
+"""burrow's NBD client engine against real servers: nbdkit and qemu-nbd."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import require_tool
+from tests.images import run
+from tests.nbd_helpers import unix_uri
+
+import burrow.block
+from burrow.block.device import ExtentFlags
+from burrow.block.nbd_client import open_nbd_uri, parse_nbd_uri
+from burrow.errors import ConnectionLost, InvalidArgument, NotFound, ReadOnly, UsageError
+
+MiB = 1 << 20
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"server exited early with status {proc.returncode}")
+        time.sleep(0.02)
+    pytest.fail("server socket never appeared")
+
+
+@pytest.fixture
+def nbdkit_memory(tmp_path: Path) -> Iterator[Path]:
+    require_tool("nbdkit")
+    sock = tmp_path / "kit.sock"
+    proc = subprocess.Popen(
+        ["nbdkit", "-f", "-U", str(sock), "memory", "64M"], stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for(sock, proc)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def qemu_nbd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    require_tool("qemu-nbd", "qemu-img")
+    img = tmp_path / "disk.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "32M"])
+    run(
+        [
+            "qemu-io",
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x61 1M 1M",
+            "-c",
+            "write -P 0x62 8M 64k",
+            str(img),
+        ]
+    )
+    sock = tmp_path / "qemu.sock"
+    proc = subprocess.Popen(
+        ["qemu-nbd", "-f", "qcow2", "--socket", str(sock), "--persistent", "--shared=4", str(img)],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(sock, proc)
+        yield sock, img
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_parse_uris() -> None:
+    assert parse_nbd_uri("nbd://example.com:1234/disk%201") == {
+        "tls": False,
+        "socket": None,
+        "host": "example.com",
+        "port": 1234,
+        "export": "disk 1",
+    }
+    assert parse_nbd_uri("nbd://h")["port"] == 10809
+    assert parse_nbd_uri("nbds+unix:///x?socket=/run/s") == {
+        "tls": True,
+        "socket": "/run/s",
+        "host": None,
+        "port": None,
+        "export": "x",
+    }
+    with pytest.raises(UsageError):
+        parse_nbd_uri("nbd+unix:///x")
+    with pytest.raises(UsageError):
+        parse_nbd_uri("http://x/")
+
+
+def test_against_nbdkit_memory(nbdkit_memory: Path) -> None:
+    uri = unix_uri(nbdkit_memory)
+    with burrow.block.open(uri, readonly=False) as dev:
+        assert dev.size == 64 * MiB
+        assert dev.can_extents and dev.can_discard and dev.can_write_zeroes
+        data = os.urandom(3 * MiB + 123)
+        dev.pwrite(data, 5 * MiB + 7, fua=True)
+        assert dev.pread(len(data), 5 * MiB + 7) == data
+        dev.flush()
+        runs = list(dev.extents(dev.size, 0))
+        assert sum(e.length for e in runs) == dev.size
+        assert runs[0].flags == ExtentFlags.HOLE | ExtentFlags.ZERO
+        assert any(e.flags == ExtentFlags.DATA for e in runs)
+        dev.write_zeroes(MiB, 5 * MiB, may_unmap=True, fast=True)
+        assert dev.pread(MiB, 5 * MiB) == bytes(MiB)
+        dev.discard(MiB, 7 * MiB)
+        with pytest.raises(InvalidArgument):
+            dev.pread(10, dev.size - 5)
+    # nbdinfo (libnbd) sees what we wrote: compare its map with ours
+    require_tool("nbdinfo")
+    mapping = json.loads(run(["nbdinfo", "--json", "--map", uri]).stdout)
+    with burrow.block.open(uri) as dev:
+        ours = [(e.offset, e.length, int(e.flags)) for e in dev.extents(dev.size, 0)]
+        assert dev.readonly
+        with pytest.raises(ReadOnly):
+            dev.pwrite(b"x", 0)
+    theirs = [(e["offset"], e["length"], e["type"]) for e in mapping]
+    assert ours == theirs
+
+
+def test_against_qemu_nbd(qemu_nbd: tuple[Path, Path], tmp_path: Path) -> None:
+    sock, img = qemu_nbd
+    uri = unix_uri(sock)
+    with open_nbd_uri(uri, readonly=False) as dev:
+        assert dev.size == 32 * MiB
+        assert dev.pread(MiB, MiB) == b"a" * MiB
+        assert dev.pread(65536, 8 * MiB) == b"b" * 65536
+        data = {e.offset: e for e in dev.extents(dev.size, 0) if e.is_data}
+        assert MiB in data and 8 * MiB in data
+        dev.pwrite(b"Z" * 70000, 20 * MiB + 3)
+        dev.flush()
+    # the qcow2 file itself, read by qemu, holds our write
+    run(
+        ["qemu-io", "-r", "-f", "qcow2", "-U", "-c", f"read -P 0x5a {20 * MiB + 3} 70000", str(img)]
+    )
+
+
+def test_missing_export_and_dead_socket(qemu_nbd: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        open_nbd_uri(unix_uri(qemu_nbd[0], "nope"))
+    with pytest.raises(ConnectionLost):
+        open_nbd_uri(unix_uri(tmp_path / "missing.sock"))
