@@ -1,0 +1,134 @@
+"""Oracles for partition-table tests: what sfdisk, sgdisk and parted say about an image.
+
+Each helper turns a real tool's output into plain dicts in **bytes**, so tests compare them
+with burrow's ``PartitionTable`` field by field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from images import run
+
+_ATTR_NAMES = {"RequiredPartition": 0, "NoBlockIOProtocol": 1, "LegacyBIOSBootable": 2}
+
+
+def parse_sfdisk_attrs(text: str) -> int:
+    """``"RequiredPartition LegacyBIOSBootable GUID:60,63"`` -> the attribute bit field."""
+    value = 0
+    for token in text.split():
+        if token in _ATTR_NAMES:
+            value |= 1 << _ATTR_NAMES[token]
+        elif token.startswith("GUID:"):
+            for bit in token[5:].split(","):
+                value |= 1 << int(bit)
+    return value
+
+
+def sfdisk_table(path: Path, sector_size: int | None = None) -> dict[str, object]:
+    """``sfdisk -J`` as {"label", "id", "sector_size", "partitions": [...]}, positions in
+    bytes, numbers taken from the node names."""
+    cmd: list[str | Path] = ["sfdisk", "-J"]
+    if sector_size:
+        cmd += ["--sector-size", str(sector_size)]
+    data = json.loads(run([*cmd, path]).stdout)["partitiontable"]
+    ss = int(data.get("sectorsize", sector_size or 512))
+    parts = []
+    for p in data.get("partitions", []):
+        number = int(re.search(r"(\d+)$", p["node"]).group(1))  # type: ignore[union-attr]
+        parts.append(
+            {
+                "number": number,
+                "start": int(p["start"]) * ss,
+                "size": int(p["size"]) * ss,
+                "type": p["type"].upper(),
+                "name": p.get("name", ""),
+                "uuid": p.get("uuid", "").upper(),
+                "attributes": parse_sfdisk_attrs(p.get("attrs", "")),
+                # GPT has no active flag; burrow reports attribute bit 2 (legacy BIOS bootable).
+                "bootable": bool(p.get("bootable", False))
+                or bool(parse_sfdisk_attrs(p.get("attrs", "")) & 4),
+            }
+        )
+    return {
+        "label": data["label"],
+        "id": data.get("id", ""),
+        "sector_size": ss,
+        "partitions": parts,
+    }
+
+
+def parted_table(path: Path) -> list[dict[str, object]]:
+    """``parted -m -s IMG unit B print``: number, start, size, name for each partition."""
+    out = run(["parted", "-m", "-s", path, "unit", "B", "print"]).stdout
+    parts = []
+    for line in out.splitlines()[2:]:
+        fields = line.rstrip(";").split(":")
+        if len(fields) < 5 or not fields[0].isdigit():
+            continue
+        parts.append(
+            {
+                "number": int(fields[0]),
+                "start": int(fields[1].rstrip("B")),
+                "size": int(fields[3].rstrip("B")),
+                "name": fields[5] if len(fields) > 5 else "",
+            }
+        )
+    return parts
+
+
+def sgdisk_verify(path: Path) -> str:
+    """``sgdisk -v`` output (the caller asserts on "No problems found")."""
+    proc = run(["sgdisk", "-v", path])
+    return proc.stdout
+
+
+def sgdisk_print(path: Path) -> list[dict[str, object]]:
+    """``sgdisk -p``: number, first and last sector, name for each partition."""
+    out = run(["sgdisk", "-p", path]).stdout
+    rows = []
+    started = False
+    for line in out.splitlines():
+        if line.startswith("Number"):
+            started = True
+            continue
+        if started and line.strip():
+            m = re.match(r"\s*(\d+)\s+(\d+)\s+(\d+)\s+\S+ \S+\s+(\S+)\s*(.*)$", line)
+            assert m, line
+            rows.append(
+                {
+                    "number": int(m.group(1)),
+                    "first": int(m.group(2)),
+                    "last": int(m.group(3)),
+                    "code": m.group(4),
+                    "name": m.group(5),
+                }
+            )
+    return rows
+
+
+def ours(table: object) -> list[dict[str, object]]:
+    """burrow's partitions in the same shape as :func:`sfdisk_table`'s."""
+    from burrow.volume import PartitionTable
+
+    assert isinstance(table, PartitionTable)
+    out = []
+    for p in table.partitions:
+        typ = p.type.upper()
+        if table.kind == "mbr":
+            typ = f"{int(p.type, 16):X}"
+        out.append(
+            {
+                "number": p.number,
+                "start": p.start,
+                "size": p.size,
+                "type": typ,
+                "name": p.name,
+                "uuid": p.uuid,
+                "attributes": p.attributes,
+                "bootable": p.bootable,
+            }
+        )
+    return out
