@@ -626,6 +626,24 @@ def _check_not_inside(pfs: PathFS, src: str, dst: str) -> None:
         path = posixpath.dirname(path)
 
 
+def _options(
+    archive: bool,
+    recursive: bool,
+    preserve: bool,
+    contents: bool,
+    follow_top: bool | None,
+    progress: Callable[[int], object] | None,
+    on_error: Callable[[BaseException], object] | None,
+) -> CopyOptions:
+    """``archive`` = ``-a`` (recursive, keep everything, never follow); ``preserve`` = ``-p``
+    (keep modes, owners, times and xattrs; follows a top-level symlink unless recursive)."""
+    if follow_top is None:
+        follow_top = not (recursive or archive)
+    return CopyOptions(
+        archive or preserve, recursive or archive, contents, follow_top, progress, on_error
+    )
+
+
 def copy_in(
     src: str | os.PathLike[str],
     pfs: PathFS,
@@ -633,6 +651,7 @@ def copy_in(
     *,
     archive: bool = False,
     recursive: bool = False,
+    preserve: bool = False,
     contents: bool = False,
     follow_top: bool | None = None,
     progress: Callable[[int], object] | None = None,
@@ -640,7 +659,7 @@ def copy_in(
 ) -> CopyStats:
     """Copy host ``src`` to ``dst`` inside ``pfs`` (``dst`` is the new name; with
     ``contents`` an existing directory receiving ``src``'s entries)."""
-    opts = CopyOptions(archive, recursive or archive, contents, follow_top, progress, on_error)
+    opts = _options(archive, recursive, preserve, contents, follow_top, progress, on_error)
     return _run(_HostSource(), os.fspath(src), _FsSink(pfs), dst, _split_posix, opts)
 
 
@@ -651,13 +670,14 @@ def copy_out(
     *,
     archive: bool = False,
     recursive: bool = False,
+    preserve: bool = False,
     contents: bool = False,
     follow_top: bool | None = None,
     progress: Callable[[int], object] | None = None,
     on_error: Callable[[BaseException], object] | None = None,
 ) -> CopyStats:
     """Copy ``src`` inside ``pfs`` to host path ``dst`` (same conventions as ``copy_in``)."""
-    opts = CopyOptions(archive, recursive or archive, contents, follow_top, progress, on_error)
+    opts = _options(archive, recursive, preserve, contents, follow_top, progress, on_error)
     return _run(_FsSource(pfs), src, _HostSink(), os.fspath(dst), _split_host, opts)
 
 
@@ -669,6 +689,7 @@ def copy_between(
     *,
     archive: bool = False,
     recursive: bool = False,
+    preserve: bool = False,
     contents: bool = False,
     follow_top: bool | None = None,
     progress: Callable[[int], object] | None = None,
@@ -677,5 +698,5 @@ def copy_between(
     """Copy between two filesystems (or within one)."""
     if src_fs is dst_fs or src_fs.fs is dst_fs.fs:
         _check_not_inside(src_fs, src, dst if not contents else dst + "/x")
-    opts = CopyOptions(archive, recursive or archive, contents, follow_top, progress, on_error)
+    opts = _options(archive, recursive, preserve, contents, follow_top, progress, on_error)
     return _run(_FsSource(src_fs), src, _FsSink(dst_fs), dst, _split_posix, opts)

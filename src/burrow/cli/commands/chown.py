@@ -1,0 +1,92 @@
+"""``burrow chown [-R] [-h] OWNER[:GROUP] IMAGE[@PART]:PATH...``: change owner and group.
+
+Names are looked up in the image's own ``/etc/passwd`` and ``/etc/group`` (of the root
+filesystem), never the host's; numbers are taken as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from burrow.fs.paths import PathFS
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("owner", metavar="OWNER[:GROUP]")
+    parser.add_argument("paths", nargs="+", metavar="IMAGE[@PART]:PATH")
+    parser.add_argument("-R", "--recursive", action="store_true", help="change trees")
+    parser.add_argument("-h", "--no-dereference", dest="nofollow", action="store_true",
+                        help="change symlinks themselves")  # fmt: skip
+
+
+def _table(pfs: PathFS, path: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        text = pfs.read_text(path, errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2].isdigit():
+            out.setdefault(fields[0], int(fields[2]))
+    return out
+
+
+def resolve_ids(spec: str, pfs: PathFS) -> tuple[int, int]:
+    """``OWNER[:GROUP]`` -> (uid, gid), ``-1`` for "unchanged". ``OWNER:`` means the owner's
+    login group, as chown(1)."""
+    from burrow.errors import UsageError
+
+    user, sep, group = (
+        spec.replace(".", ":", 1).partition(":") if ":" not in spec else spec.partition(":")
+    )
+    users = groups = None
+    uid = gid = -1
+    if user:
+        if user.isdigit():
+            uid = int(user)
+        else:
+            users = _table(pfs, "/etc/passwd")
+            if user not in users:
+                raise UsageError(f"invalid user: {user!r} (not in the image's /etc/passwd)")
+            uid = users[user]
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            groups = _table(pfs, "/etc/group")
+            if group not in groups:
+                raise UsageError(f"invalid group: {group!r} (not in the image's /etc/group)")
+            gid = groups[group]
+    elif sep and user:
+        for line in (
+            pfs.read_text("/etc/passwd", errors="replace").splitlines()
+            if pfs.exists("/etc/passwd")
+            else []
+        ):
+            f = line.split(":")
+            if len(f) >= 4 and f[0] == user and f[3].isdigit():
+                gid = int(f[3])
+                break
+    if uid == -1 and gid == -1 and not (user or group):
+        raise UsageError(f"invalid owner {spec!r}")
+    return uid, gid
+
+
+def run(args: argparse.Namespace) -> int:
+    import posixpath
+
+    from burrow.cli.common import Session, fs_address
+
+    addrs = [fs_address(p) for p in args.paths]
+    with Session(writable=True) as session:
+        for addr in addrs:
+            pfs = session.fs(addr)
+            uid, gid = resolve_ids(args.owner, pfs)
+            follow = not args.nofollow
+            pfs.chown(addr.path, uid, gid, follow_symlinks=follow)
+            if args.recursive and pfs.lstat(addr.path).is_dir():
+                for dirpath, dirs, files in pfs.walk(addr.path):
+                    for name in [*dirs, *files]:
+                        pfs.chown(posixpath.join(dirpath, name), uid, gid, follow_symlinks=False)
+    return 0
