@@ -133,7 +133,10 @@ class FatFilesystem(Filesystem):
         root_clusters = None
         if self.fat32:
             root_clusters = self.table.chain(
-                geo.root_cluster, self._dir_limit(), what="FAT32 root directory chain"
+                geo.root_cluster,
+                self._dir_limit(),
+                what="FAT32 root directory chain",
+                must_end=True,
             )
         self._nodes[1] = _Node(1, 1, None, root_clusters)
 
@@ -178,7 +181,7 @@ class FatFilesystem(Filesystem):
             else:
                 limit = max(1, math.ceil(e.size / self.geo.cluster_size))
                 what = "FAT file chain"
-            chain = self.table.chain(e.cluster, limit, what=what)
+            chain = self.table.chain(e.cluster, limit, what=what, must_end=e.is_dir)
             if not e.is_dir and e.size and len(chain) * self.geo.cluster_size < e.size:
                 raise CorruptImage(
                     what, None, f"{e.name!r}: chain of {len(chain)} clusters is shorter "

@@ -150,12 +150,14 @@ class FatTable:
     def valid(self, cluster: int) -> bool:
         return 2 <= cluster < self.entries
 
-    def chain(self, start: int, limit: int, *, what: str = "cluster chain") -> list[int]:
+    def chain(
+        self, start: int, limit: int, *, what: str = "cluster chain", must_end: bool = False
+    ) -> list[int]:
         """Clusters of the chain starting at ``start``, at most ``limit`` of them.
 
         Stops early at end-of-chain. A link to a free, bad, reserved or out-of-range cluster,
-        or a chain that is still going after ``cluster_count`` links (a loop), raises
-        ``CorruptImage``.
+        or a cluster visited twice (a loop), raises ``CorruptImage``; so does reaching
+        ``limit`` without an end-of-chain mark when ``must_end`` (directories).
         """
         out: list[int] = []
         if start == 0:
@@ -163,14 +165,19 @@ class FatTable:
         if not self.valid(start):
             raise CorruptImage(what, None, f"first cluster {start} is outside the data area")
         cur = start
-        bound = min(limit, self.entries - 2)
+        seen: set[int] = set()
         get = self.get
         while True:
+            if cur in seen:
+                raise CorruptImage(what, None, f"chain from cluster {start} loops at {cur}")
+            seen.add(cur)
             out.append(cur)
-            if len(out) >= limit:
-                return out
             nxt = get(cur)
             if nxt >= self.eoc:
+                return out
+            if len(out) >= limit:
+                if must_end:
+                    raise CorruptImage(what, None, f"chain from {start} exceeds {limit} clusters")
                 return out
             if not 2 <= nxt < self.entries or nxt == self.bad:
                 raise CorruptImage(
@@ -178,8 +185,6 @@ class FatTable:
                     self._entry_offset(cur),
                     f"cluster {cur} links to invalid cluster {nxt:#x}",
                 )
-            if len(out) >= bound:
-                raise CorruptImage(what, None, f"chain from cluster {start} loops")
             cur = nxt
 
     def _entry_offset(self, cluster: int) -> int:
