@@ -1,23 +1,14 @@
-"""qcow2 engine (read and write). Not implemented yet: opening a qcow2 image is refused."""
+"""qcow2 engine: read and write versions 2 and 3 (see ``docs/formats/qcow2.md``).
+
+Modules: ``header`` (QCowHeader, extensions, snapshot table), ``tables`` (L1/L2 entries and
+the L2 cache), ``refcount`` (refcounts and allocation), ``compressed`` (deflate/zstd
+clusters), ``hostfile`` (bounded positional I/O), ``device`` (the engine), ``create``.
+"""
 
 from __future__ import annotations
 
-from burrow.block.device import BlockDevice
-from burrow.errors import Unsupported
+from burrow.block.qcow2.create import create_qcow2
+from burrow.block.qcow2.device import Qcow2Device, open_qcow2
+from burrow.block.qcow2.header import Header, Snapshot
 
-
-def open_qcow2(
-    path: str, *, readonly: bool = True, allow_probe_backing: bool = False
-) -> BlockDevice:
-    raise Unsupported("qcow2", "the qcow2 engine is not implemented yet")
-
-
-def create_qcow2(
-    path: str,
-    size: int,
-    *,
-    cluster_size: int = 65536,
-    backing: str | None = None,
-    backing_format: str | None = None,
-) -> BlockDevice:
-    raise Unsupported("qcow2", "the qcow2 engine is not implemented yet")
+__all__ = ["Header", "Qcow2Device", "Snapshot", "create_qcow2", "open_qcow2"]
