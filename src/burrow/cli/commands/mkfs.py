@@ -116,12 +116,12 @@ def run(args: argparse.Namespace) -> int:
                 from burrow.fs.ext4.mkfs import mkfs as ext_mkfs
             except ImportError as exc:
                 raise Unsupported("ext4 mkfs") from exc
+            if args.source:  # checked before formatting: never half-do what was asked
+                raise Unsupported("mkfs --from for ext filesystems")
             ext_mkfs(
                 dev, fstype=args.fstype, label=args.label, uuid=args.uuid,
                 block_size=args.block_size, inode_size=args.inode_size, features=args.features,
             )  # fmt: skip
-            if args.source:
-                raise Unsupported("mkfs --from for ext filesystems")
         dev.flush()
     finally:
         for d in reversed(owned):
@@ -140,10 +140,10 @@ def _mkfs_fat(args: argparse.Namespace, dev: BlockDevice, hidden: int) -> None:
             vid = int(args.volume_id.replace("-", ""), 16)
         except ValueError as exc:
             raise UsageError(f"bad volume id {args.volume_id!r} (8 hex digits)") from exc
+    if args.source and not os.path.isdir(args.source):
+        raise UsageError(f"--from {args.source}: not a directory")
     mkfs(dev, fat_bits=args.fat_bits, label=args.label, volume_id=vid, hidden_sectors=hidden)
     if args.source:
-        if not os.path.isdir(args.source):
-            raise UsageError(f"--from {args.source}: not a directory")
         with open_fat(dev, readonly=False) as fs:
             copy_tree_in(args.source, fs, fs.root_ino)
 
