@@ -42,6 +42,8 @@ from burrow.errors import (
     IsADirectory,
     NotADirectory,
     NotFound,
+    NotPermitted,
+    NotSupported,
 )
 from burrow.fs.paths import CHUNK, PathFS, _at
 from burrow.fs.vfs import Stat
@@ -401,14 +403,20 @@ class _FsSink:
         ino, path = handle
         with _at(path):
             for name, value in xattrs:
-                self.fs.setxattr(ino, name, value, 0)
+                try:
+                    self.fs.setxattr(ino, name, value, 0)
+                except (NotSupported, NotPermitted):
+                    pass  # as cp -a onto a filesystem without xattrs (FAT): skipped
             kw: dict[str, int] = {}
-            if owner:
-                kw["uid"], kw["gid"] = st.st_uid, st.st_gid
             if mode is not None and not _stat.S_ISLNK(st.st_mode):
                 kw["mode"] = mode
             if times:
                 kw["atime_ns"], kw["mtime_ns"] = st.st_atime_ns, st.st_mtime_ns
+            if owner:
+                try:
+                    self.fs.setattr(ino, uid=st.st_uid, gid=st.st_gid)
+                except (NotSupported, NotPermitted):
+                    pass  # FAT stores no owners: kept as the filesystem's, like cp -a to vfat
             if kw:
                 self.fs.setattr(ino, **kw)
 
