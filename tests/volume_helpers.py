@@ -132,3 +132,51 @@ def ours(table: object) -> list[dict[str, object]]:
             }
         )
     return out
+
+
+# Byte offsets of GPT header fields (UEFI spec table 5-5) and entry fields (table 5-6).
+GPT_HEADER_FIELDS = {
+    "my_lba": (24, "<Q"),
+    "alternate_lba": (32, "<Q"),
+    "first_usable": (40, "<Q"),
+    "last_usable": (48, "<Q"),
+    "entries_lba": (72, "<Q"),
+    "num_entries": (80, "<I"),
+    "entry_size": (84, "<I"),
+}
+GPT_ENTRY_FIELDS = {"first_lba": (32, "<Q"), "last_lba": (40, "<Q"), "attributes": (48, "<Q")}
+
+
+def patch_gpt(
+    path: Path,
+    *,
+    header: dict[str, int] | None = None,
+    entries: dict[int, dict[str, int]] | None = None,
+    copies: tuple[str, ...] = ("primary", "backup"),
+    sector_size: int = 512,
+) -> None:
+    """Change GPT header/entry fields in place and recompute the CRCs, so that a test can
+    build a *consistent-looking* but semantically bad table (overlaps, absurd counts...).
+    ``entries`` maps a 1-based partition number to field overrides."""
+    import struct
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    ss = sector_size
+    for copy in copies:
+        hoff = ss if copy == "primary" else len(data) - ss
+        assert data[hoff : hoff + 8] == b"EFI PART"
+        elba, count, esize = struct.unpack_from("<QII", data, hoff + 72)
+        aoff = elba * ss
+        for number, fields in (entries or {}).items():
+            for name, value in fields.items():
+                off, fmt = GPT_ENTRY_FIELDS[name]
+                struct.pack_into(fmt, data, aoff + (number - 1) * esize + off, value)
+        struct.pack_into("<I", data, hoff + 88, zlib.crc32(data[aoff : aoff + count * esize]))
+        for name, value in (header or {}).items():
+            off, fmt = GPT_HEADER_FIELDS[name]
+            struct.pack_into(fmt, data, hoff + off, value)
+        hsize = struct.unpack_from("<I", data, hoff + 12)[0]
+        struct.pack_into("<I", data, hoff + 16, 0)
+        struct.pack_into("<I", data, hoff + 16, zlib.crc32(data[hoff : hoff + hsize]))
+    path.write_bytes(bytes(data))

@@ -187,7 +187,7 @@ def _read_copy(
         raise CorruptImage(
             what, offset, f"last usable LBA {last} is beyond the device ({total} sectors)"
         )
-    if first > last + 1 or (primary and first <= 1) or (not primary and last >= lba):
+    if first > last + 1 or first <= 1 or last >= total - 1 or (not primary and last >= lba):
         raise CorruptImage(what, offset, f"usable LBA range {first}-{last} is invalid")
     array_sectors = -(-count * esize // ss)
     if elba < 2 or elba + array_sectors > total:
