@@ -46,5 +46,24 @@ def open_source(
 
 def _open_with_disk_api(
     image: str, part: str | None, *, block: bool, readonly: bool, image_format: str | None
-) -> Served:  # pragma: no cover - wired once burrow.disk lands
-    raise UsageError("not wired yet")
+) -> Served:
+    """Open through ``burrow.disk``: writable opens go through an overlay that is committed
+    to the image by ``close()`` (run by the mount daemon after unmount); a killed daemon
+    leaves the image as it was."""
+    from burrow.disk import Disk, open_target
+
+    spec = image + (f"@{part}" if part else "")
+    if block:
+        from burrow.fuse.blockfile import BlockFileOperations
+
+        disk = Disk(image, writable=not readonly, format=image_format)
+        try:
+            dev = disk.device(disk.select(part)) if part else disk.block
+        except BaseException:
+            disk.close(commit=False)
+            raise
+        return Served(BlockFileOperations(dev), disk.close)
+    from burrow.fuse.ops import FilesystemOperations
+
+    target = open_target(spec, writable=not readonly, format=image_format)
+    return Served(FilesystemOperations(target.fs.fs), target.close)
