@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from images import run
@@ -79,10 +80,20 @@ def parted_table(path: Path) -> list[dict[str, object]]:
     return parts
 
 
+_SGDISK_TROUBLE = ("corrupt", "ERROR", "Warning", "nvalid", "Problem:", "Identified")
+
+
 def sgdisk_verify(path: Path) -> str:
-    """``sgdisk -v`` output (the caller asserts on "No problems found")."""
-    proc = run(["sgdisk", "-v", path])
-    return proc.stdout
+    """``sgdisk -v`` output, stdout and stderr together."""
+    proc = subprocess.run(["sgdisk", "-v", str(path)], capture_output=True, text=True)
+    return proc.stdout + proc.stderr
+
+
+def sgdisk_clean(path: Path) -> bool:
+    """True when ``sgdisk -v`` says "No problems found" and complains about nothing (it
+    also says "No problems found" after silently using a backup, so the warnings count)."""
+    out = sgdisk_verify(path)
+    return "No problems found" in out and not any(t in out for t in _SGDISK_TROUBLE)
 
 
 def sgdisk_print(path: Path) -> list[dict[str, object]]:
