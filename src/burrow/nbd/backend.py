@@ -22,7 +22,11 @@ from burrow.errors import ReadOnly, Unsupported, UsageError
 
 __all__ = ["AsyncBackend", "Backend", "PlainDevice", "ThreadBackend", "make_backend"]
 
-INLINE_READ_MAX = 128 * 1024  # raw reads up to this size run in the event loop
+INLINE_READ_MAX = 1024 * 1024  # raw reads up to this size run in the event loop
+SPARSE_MIN = 64 * 1024  # structured reads at least this big may come back as hole chunks
+
+ReadResult = bytes | bytearray | memoryview
+Chunks = list[tuple[int, int, ReadResult | None]]
 MAX_EXTENTS = 1 << 16  # block status answers at most this many extents per request
 _HAS_FUA = "fua"
 
@@ -144,8 +148,10 @@ class Backend:
     can_extents: bool
     can_fua: bool
 
-    def read_inline(self, n: int, offset: int) -> bytes | bytearray | None:
-        """A read done right now in the caller's thread, or None to use ``read``."""
+    def read_inline(self, n: int, offset: int, sparse: bool) -> ReadResult | Chunks | None:
+        """A read done right now in the caller's thread, or None to use ``read``.
+
+        With ``sparse`` the answer may be a list of chunks (holes as ``None``)."""
         return None
 
     async def read(self, n: int, offset: int) -> bytes | bytearray | memoryview:
@@ -211,13 +217,32 @@ class ThreadBackend(Backend):
 
         self._fd = dev.fileno() if type(dev) is RawDevice else -1
 
-    def read_inline(self, n: int, offset: int) -> bytes | bytearray | None:
-        if self._fd < 0 or n > INLINE_READ_MAX:
+    def read_inline(self, n: int, offset: int, sparse: bool) -> ReadResult | Chunks | None:
+        fd = self._fd
+        if fd < 0 or n > INLINE_READ_MAX:
             return None
-        buf = bytearray(n)
-        if os.preadv(self._fd, [buf], offset) != n:
+        if sparse and n >= SPARSE_MIN:
+            # Two lseeks tell whether the range is all hole, all data, or mixed (mixed goes
+            # to the thread pool, which splits it into chunks).
+            end = offset + n
+            try:
+                first_data = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:
+                first_data = end  # ENXIO: no data after offset
+            if first_data >= end:
+                return [(offset, n, None)]
+            if first_data > offset:
+                return None
+            try:
+                hole = os.lseek(fd, offset, os.SEEK_HOLE)
+            except OSError:
+                return None
+            if hole < end:
+                return None
+        got = os.pread(fd, n, offset)
+        if len(got) != n:
             return None  # short read (file shrank?): let the device handle it
-        return buf
+        return got
 
     def _call(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(None, fn, *args)

@@ -161,13 +161,16 @@ class _Connection(asyncio.Protocol):
         backend = self.backend
         for ev in events:
             if type(ev) is Request:
-                if ev.command == NBD_CMD_READ and not ev.flags and backend is not None:
+                if ev.command == NBD_CMD_READ and backend is not None and not ev.flags:
                     try:
-                        buf = backend.read_inline(ev.length, ev.offset)
+                        got = backend.read_inline(ev.length, ev.offset, self.structured)
                     except OSError:
-                        buf = None
-                    if buf is not None:
-                        self.sm.reply_read(ev.cookie, ev.offset, buf)
+                        got = None
+                    if got is not None:
+                        if isinstance(got, list):
+                            self.sm.reply_read_chunks(ev.cookie, got)
+                        else:
+                            self.sm.reply_read(ev.cookie, ev.offset, got)
                         continue
                 self._start(ev)
             elif isinstance(ev, TransmissionStarted):
