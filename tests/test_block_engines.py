@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from blockconformance import SIZE, check_extents, ops_strategy, run_workload
 from burrow import block
 from burrow.block.device import BlockDevice, ExtentFlags
+from burrow.block.filters import CacheFilter, FaultFilter, ReadOnlyFilter, StatsFilter
 from burrow.block.memory import MemoryDevice
+from burrow.block.overlay import OverlayDevice
+from burrow.block.qcow2 import create_qcow2
 from burrow.block.raw import RawDevice
 from burrow.block.slice import SliceDevice
 from burrow.errors import InvalidArgument, ReadOnly
@@ -34,12 +37,94 @@ def _slice(tmp: Path) -> BlockDevice:
     return SliceDevice(base, 12345, SIZE, owns_base=True)
 
 
-FACTORIES = {"raw": _raw, "memory": _memory, "slice": _slice}
+def _raw_with_data(tmp: Path) -> Path:
+    p = tmp / f"base{os.urandom(4).hex()}.img"
+    data = bytearray(os.urandom(SIZE))
+    data[SIZE // 3 : SIZE // 2] = bytes(SIZE // 2 - SIZE // 3)
+    p.write_bytes(bytes(data))
+    return p
+
+
+def _qcow2(tmp: Path) -> BlockDevice:
+    return create_qcow2(tmp / f"q{os.urandom(4).hex()}.qcow2", SIZE, cluster_size=4096)
+
+
+def _qcow2_backed(tmp: Path) -> BlockDevice:
+    base = _raw_with_data(tmp)
+    return create_qcow2(
+        tmp / f"q{os.urandom(4).hex()}.qcow2", SIZE, cluster_size=65536, backing=base.name
+    )
+
+
+def _overlay_memory(tmp: Path) -> BlockDevice:
+    return OverlayDevice(MemoryDevice(SIZE, data=os.urandom(SIZE)), owns_base=True)
+
+
+def _overlay_side(tmp: Path) -> BlockDevice:
+    base = RawDevice(_raw_with_data(tmp))  # read-only base: the overlay takes every write
+    return OverlayDevice(base, side_path=tmp / f"side{os.urandom(4).hex()}", owns_base=True)
+
+
+def _overlay_qcow2(tmp: Path) -> BlockDevice:
+    base = _qcow2_backed(tmp)
+    base.pwrite(b"\x99" * 100_000, 200_000)
+    return OverlayDevice(base, chunk_size=512, owns_base=True)
+
+
+def _stats(tmp: Path) -> BlockDevice:
+    return StatsFilter(_raw(tmp))
+
+
+def _faults(tmp: Path) -> BlockDevice:
+    dev = FaultFilter(MemoryDevice(SIZE))
+    dev.add_fault("read", 0, 1, times=0)  # a rule that never fires must not disturb anything
+    return dev
+
+
+def _cache(tmp: Path) -> BlockDevice:
+    return CacheFilter(_raw(tmp), block_size=4096, capacity_blocks=16)
+
+
+def _readonly_under_overlay(tmp: Path) -> BlockDevice:
+    return OverlayDevice(ReadOnlyFilter(RawDevice(_raw_with_data(tmp))), owns_base=True)
+
+
+def _stack_filters_qcow2(tmp: Path) -> BlockDevice:
+    return CacheFilter(StatsFilter(FaultFilter(_qcow2(tmp))), block_size=8192, capacity_blocks=8)
+
+
+def _stack_overlay_cache(tmp: Path) -> BlockDevice:
+    inner = CacheFilter(ReadOnlyFilter(RawDevice(_raw_with_data(tmp))), capacity_blocks=4)
+    return StatsFilter(OverlayDevice(inner, owns_base=True))
+
+
+def _stack_slice_of_qcow2(tmp: Path) -> BlockDevice:
+    q = create_qcow2(tmp / f"s{os.urandom(4).hex()}.qcow2", SIZE + (1 << 20), cluster_size=512)
+    return FaultFilter(SliceDevice(StatsFilter(q), 12345 * 8, SIZE, owns_base=True))
+
+
+FACTORIES = {
+    "raw": _raw,
+    "memory": _memory,
+    "slice": _slice,
+    "qcow2": _qcow2,
+    "qcow2-backed": _qcow2_backed,
+    "overlay-memory": _overlay_memory,
+    "overlay-side-file": _overlay_side,
+    "overlay-over-qcow2": _overlay_qcow2,
+    "filter-stats": _stats,
+    "filter-faults": _faults,
+    "filter-cache": _cache,
+    "filter-readonly-under-overlay": _readonly_under_overlay,
+    "stack-cache-stats-faults-qcow2": _stack_filters_qcow2,
+    "stack-stats-overlay-cache-readonly": _stack_overlay_cache,
+    "stack-faults-slice-stats-qcow2": _stack_slice_of_qcow2,
+}
 
 
 @pytest.mark.parametrize("engine", sorted(FACTORIES))
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=ops_strategy())
 def test_conformance(engine: str, tmp_path: Path, ops: list[tuple[str, int, int, int]]) -> None:
