@@ -98,6 +98,7 @@ class Directory:
         self.by_slot: dict[int, Entry] = {}
         self.index: dict[str, Entry] = {}
         self.shorts: set[bytes] = set()
+        self.tail_hints: dict[str, int] = {}  # short-name basis -> next ~N to try
         self.label_slot: int | None = None
         self.label: bytes | None = None
         self.dotdot_slot: int | None = None

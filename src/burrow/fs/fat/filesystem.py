@@ -418,7 +418,7 @@ class FatFilesystem(Filesystem):
                 raise Exists(path=name)  # pragma: no cover - lookup found it already
             lfn: list[bytes] = []
         else:
-            raw, ntres = names.make_short(name, d.shorts), 0
+            raw, ntres = names.make_short(name, d.shorts, d.tail_hints), 0
             lfn = names.build_lfn_entries(name, raw)
         e = Entry(name, raw, attr, ntres, 0, 0, cluster, 0, tenth, tm, date, date, tm, date)
         d.add(e, lfn, self._grow_dir(d))
@@ -681,7 +681,7 @@ class FatFilesystem(Filesystem):
                 raw, ntres = short
                 lfn: list[bytes] = []
             else:
-                raw, ntres = names.make_short(target_name, dst_dir.shorts), 0
+                raw, ntres = names.make_short(target_name, dst_dir.shorts, dst_dir.tail_hints), 0
                 lfn = names.build_lfn_entries(target_name, raw)
             moved = Entry(
                 target_name, raw, e.attr, ntres, 0, 0, e.cluster, e.size, e.crt_tenth,

@@ -13,6 +13,8 @@ The rules follow the Linux ``vfat`` driver with its default ``shortname=mixed``:
 
 from __future__ import annotations
 
+import itertools
+
 from burrow.errors import InvalidArgument, NameTooLong
 from burrow.fs.fat.ondisk import (
     ATTR_LONG_NAME,
@@ -122,8 +124,12 @@ def _basis_chars(text: str) -> tuple[str, bool]:
     return "".join(out), lossy
 
 
-def make_short(name: str, taken: set[bytes]) -> bytes:
-    """Generate a unique short alias ``BASIS~N.EXT`` for a name that needs long entries."""
+def make_short(name: str, taken: set[bytes], hints: dict[str, int] | None = None) -> bytes:
+    """Generate a unique short alias ``BASIS~N.EXT`` for a name that needs long entries.
+
+    ``hints`` (per directory) remembers the last tail used for each basis, so that filling
+    a directory with many similar names does not retry ``~1, ~2, ...`` every time.
+    """
     stripped = name.lstrip(".")
     dot = stripped.rfind(".")
     if dot > 0:
@@ -142,11 +148,15 @@ def make_short(name: str, taken: set[bytes]) -> bytes:
         raw = (base.ljust(8) + ext.ljust(3)).encode("ascii")
         if raw not in taken:
             return raw
-    for n in range(1, 1_000_000):
+    key = base + "." + ext
+    first = hints.get(key, 1) if hints is not None else 1
+    for n in itertools.chain(range(first, 1_000_000), range(1, first)):
         tail = f"~{n}"
         candidate = (base[: 8 - len(tail)] + tail).ljust(8) + ext.ljust(3)
         raw = candidate.encode("ascii")
         if raw not in taken:
+            if hints is not None:
+                hints[key] = n + 1
             return raw
     raise InvalidArgument("no free short name alias left in this directory")  # pragma: no cover
 

@@ -17,6 +17,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import bisect
 import sys
 from array import array
 
@@ -156,23 +157,34 @@ class FatTable:
         """Clusters of the chain starting at ``start``, at most ``limit`` of them.
 
         Stops early at end-of-chain. A link to a free, bad, reserved or out-of-range cluster,
-        or a cluster visited twice (a loop), raises ``CorruptImage``; so does reaching
+        or a cluster reached twice (a loop), raises ``CorruptImage``; so does reaching
         ``limit`` without an end-of-chain mark when ``must_end`` (directories).
+
+        Contiguous stretches (cluster c links to c+1) are recognised with array slice
+        comparisons, so a file written in one piece costs a few C calls, not one Python
+        step per cluster. Loops are found by checking each stretch against the ones seen.
         """
         out: list[int] = []
         if start == 0:
             return out
         if not self.valid(start):
             raise CorruptImage(what, None, f"first cluster {start} is outside the data area")
+        starts: list[int] = []  # sorted run starts
+        ends: dict[int, int] = {}  # run start -> end (exclusive)
         cur = start
-        seen: set[int] = set()
-        get = self.get
         while True:
-            if cur in seen:
-                raise CorruptImage(what, None, f"chain from cluster {start} loops at {cur}")
-            seen.add(cur)
-            out.append(cur)
-            nxt = get(cur)
+            k = 1 + self._consecutive(cur, limit - len(out) - 1)
+            pos = bisect.bisect_right(starts, cur)
+            overlap = (pos > 0 and ends[starts[pos - 1]] > cur) or (
+                pos < len(starts) and starts[pos] < cur + k
+            )
+            if overlap:
+                raise CorruptImage(what, None, f"chain from cluster {start} loops near {cur}")
+            starts.insert(pos, cur)
+            ends[cur] = cur + k
+            out.extend(range(cur, cur + k))
+            last = cur + k - 1
+            nxt = self.get(last)
             if nxt >= self.eoc:
                 return out
             if len(out) >= limit:
@@ -182,10 +194,30 @@ class FatTable:
             if not 2 <= nxt < self.entries or nxt == self.bad:
                 raise CorruptImage(
                     what,
-                    self._entry_offset(cur),
-                    f"cluster {cur} links to invalid cluster {nxt:#x}",
+                    self._entry_offset(last),
+                    f"cluster {last} links to invalid cluster {nxt:#x}",
                 )
             cur = nxt
+
+    def _consecutive(self, cur: int, most: int) -> int:
+        """How many of the entries ``cur, cur+1, ...`` (at most ``most``) link to their
+        successor, staying inside ``cur``'s chunk."""
+        if most <= 0:
+            return 0
+        idx, within = divmod(cur, self._chunk_n)
+        arr = self._chunk(idx)
+        room = min(most, len(arr) - within - 1, self.entries - cur - 2)
+        done, step = 0, 8
+        tc = arr.typecode
+        while step >= 1:
+            if done + step <= room and arr[within + done : within + done + step] == array(
+                tc, range(cur + done + 1, cur + done + step + 1)
+            ):
+                done += step
+                step *= 2
+            else:
+                step //= 2
+        return done
 
     def _entry_offset(self, cluster: int) -> int:
         return self.geo.fat_offset + self._source * self.geo.fat_size + cluster * self.bits // 8
@@ -233,31 +265,80 @@ class FatTable:
                 return idx * self._chunk_n + found
         return None
 
+    def _free_prefix(self, cluster: int, limit: int) -> int:
+        """How many free clusters follow from ``cluster`` (itself free), up to ``limit``,
+        without leaving its chunk. Runs in C (``bytes.lstrip``)."""
+        idx, within = divmod(cluster, self._chunk_n)
+        arr = self._chunk(idx)
+        stop = min(len(arr), within + limit)
+        if cluster + (stop - within) > self.entries:
+            stop = within + self.entries - cluster
+        raw = arr[within:stop].tobytes()
+        zero_bytes = len(raw) - len(raw.lstrip(b"\0"))
+        return max(1, zero_bytes // arr.itemsize)
+
+    def _fill(self, first: int, count: int, start: int) -> None:
+        """Set ``count`` entries from ``first`` to ``start, start+1, ...`` (``start`` 0: all
+        zero, i.e. free), a chunk at a time with array slices."""
+        pos, done = first, 0
+        while done < count:
+            idx, within = divmod(pos, self._chunk_n)
+            arr = self._chunk(idx)
+            m = min(count - done, len(arr) - within)
+            if start:
+                part = array(arr.typecode, range(start + done, start + done + m))
+            else:
+                part = array(arr.typecode, bytes(m * arr.itemsize))
+            old = arr[within : within + m]
+            if self._free is not None:
+                self._free += part.count(0) - old.count(0)
+            if self.bits == 32 and any(v & ~FAT32_MASK & 0xFFFFFFFF for v in old):
+                for j, v in enumerate(old):  # keep the reserved high 4 bits (rare)
+                    part[j] |= v & ~FAT32_MASK & 0xFFFFFFFF
+            arr[within : within + m] = part
+            lo, hi = self._dirty.get(idx, (within, within + m))
+            self._dirty[idx] = (min(lo, within), max(hi, within + m))
+            pos += m
+            done += m
+
     def allocate(self, n: int, after: int = 0) -> list[int]:
         """Allocate ``n`` clusters as a chain (linked, terminated), preferring contiguity
-        right after cluster ``after``. Raises ``NoSpace`` (allocating nothing) if short."""
+        right after cluster ``after``. Raises ``NoSpace`` (allocating nothing) if short.
+
+        Free runs are found and linked a run at a time (array slices), not cluster by cluster.
+        """
         if n <= 0:
             return []
         if self.count_free() < n:
             raise NoSpace("no free clusters left on the FAT volume")
-        out: list[int] = []
+        runs: list[tuple[int, int]] = []
         hint = after + 1 if after else self.next_free
-        for _ in range(n):
+        remaining = n
+        while remaining:
             c = self._find_free(hint)
             if c is None:  # pragma: no cover - count_free said there was room
-                self.free_chain_list(out)
                 raise NoSpace("no free clusters left on the FAT volume")
-            if out:
-                self.set(out[-1], c)
-            self.set(c, self.eoc_write)
-            out.append(c)
-            hint = c + 1
+            k = min(self._free_prefix(c, remaining), remaining)
+            runs.append((c, k))
+            remaining -= k
+            hint = c + k
+            if not self.valid(hint):
+                hint = 2
+        for i, (first, k) in enumerate(runs):
+            nxt = runs[i + 1][0] if i + 1 < len(runs) else self.eoc_write
+            # entries first..first+k-2 link to their successor; the last to the next run
+            self._fill(first, k - 1, first + 1)
+            self._fill(first + k - 1, 1, nxt)
         self.next_free = hint if self.valid(hint) else 2
+        out: list[int] = []
+        for first, k in runs:
+            out.extend(range(first, first + k))
         return out
 
     def free_chain_list(self, clusters: list[int]) -> None:
-        for c in clusters:
-            self.set(c, 0)
+        """Mark ``clusters`` free, a contiguous run at a time."""
+        for first, k in self.runs(clusters):
+            self._fill(first, k, 0)
         if clusters:
             self.next_free = min(self.next_free, *clusters)
 
