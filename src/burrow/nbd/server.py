@@ -61,6 +61,7 @@ __all__ = ["Export", "NBDServer", "nbd_error", "serve", "start_server"]
 log = logging.getLogger("burrow.nbd")
 
 DEFAULT_MAX_INFLIGHT = 64 * 1024 * 1024
+MAX_OPTION_BACKLOG = 1024 * 1024  # bytes a client may send while its TLS handshake completes
 SPARSE_READ_MIN = 64 * 1024  # structured reads at least this big look for holes
 
 
@@ -130,6 +131,7 @@ class _Connection(asyncio.Protocol):
         self.structured = False
         self.idle = asyncio.Event()
         self.idle.set()
+        self.tls_early: list[bytes] | None = None  # set while STARTTLS is in progress
 
     # -- transport callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,6 +153,12 @@ class _Connection(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.tls_early is not None:
+            # Decrypted bytes can arrive from the TLS layer before start_tls() returns to us.
+            self.tls_early.append(data)
+            if sum(map(len, self.tls_early)) > MAX_OPTION_BACKLOG:
+                self._abort()
+            return
         try:
             events = self.sm.receive_data(data)
         except RemoteProtocolError as exc:
@@ -180,6 +188,7 @@ class _Connection(asyncio.Protocol):
                 self._send()
                 if self.transport is not None:  # the ClientHello is for the TLS layer, not us
                     self.transport.pause_reading()
+                self.tls_early = []
                 self._spawn(self._start_tls())
             elif isinstance(ev, Disconnect):
                 self._send()
@@ -307,10 +316,14 @@ class _Connection(asyncio.Protocol):
             self._abort()
             return
         if new is None:
+            self._abort()
             return
         self.transport = new
         self.sm.tls_established()
+        early, self.tls_early = self.tls_early or [], None
         self._send()
+        for chunk in early:
+            self.data_received(chunk)
 
     async def _close_when_idle(self) -> None:
         while len(self.tasks) > 1:  # everything but ourselves
