@@ -225,9 +225,7 @@ class Ext4Machine(RuleBasedStateMachine):
                 return False
             if src == dst:
                 return True
-            if dst.startswith(src + "/") or src.startswith(dst + "/"):
-                return False
-            return True
+            return not (dst.startswith(src + "/") or src.startswith(dst + "/"))
         if src == dst:
             return not (flags & vfs.RENAME_NOREPLACE)
         if s_dir and dst.startswith(src + "/"):
