@@ -120,3 +120,19 @@ def test_mkfs_ext4_branch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     check = subprocess.run(["e2fsck", "-fn", img], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.tool("qemu-img", "fsck.fat", "mcopy")
+def test_mkfs_fat_qcow2(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "file name.bin").write_bytes(os.urandom(100_000))
+    img = tmp_path / "disk.qcow2"
+    tool("qemu-img", "create", "-q", "-f", "qcow2", img, "64M")
+    proc = burrow("mkfs", "fat", img, "--fat", "16", "--from", src)
+    assert proc.returncode == 0, proc.stderr
+    assert "No errors" in tool("qemu-img", "check", img).stdout
+    raw = tmp_path / "disk.raw"
+    tool("qemu-img", "convert", "-O", "raw", img, raw)
+    fsck_clean(raw)
+    assert mtools_tree(raw, tmp_path / "mt") == host_tree(src)
