@@ -70,3 +70,20 @@ def mtools_tree(image: Path, work: Path) -> dict[str, bytes | None]:
     out.mkdir(parents=True, exist_ok=False)
     tool("mcopy", "-s", "-n", "-i", image, "::", out)
     return host_tree(out)
+
+
+def assert_fats_identical(image: Path, offset: int = 0) -> None:
+    """Every FAT copy must hold the same bytes (burrow keeps them in sync)."""
+    import struct
+
+    with open(image, "rb") as f:
+        f.seek(offset)
+        boot = f.read(512)
+        reserved, nfats = struct.unpack_from("<HB", boot, 14)
+        sector = struct.unpack_from("<H", boot, 11)[0]
+        fatsz = struct.unpack_from("<H", boot, 22)[0] or struct.unpack_from("<I", boot, 36)[0]
+        copies = []
+        for i in range(nfats):
+            f.seek(offset + (reserved + i * fatsz) * sector)
+            copies.append(f.read(fatsz * sector))
+    assert all(c == copies[0] for c in copies), "the FAT copies differ"

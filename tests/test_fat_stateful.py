@@ -17,7 +17,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from tests.fat_helpers import fs_tree, fsck_clean, mtools_tree
+from tests.fat_helpers import assert_fats_identical, fs_tree, fsck_clean, mtools_tree
 
 from burrow.block.raw import RawDevice
 from burrow.errors import (
@@ -79,6 +79,7 @@ class FatMachine(RuleBasedStateMachine):
             if self.fs is not None:
                 self._close()
                 fsck_clean(self.path)
+                assert_fats_identical(self.path)
                 with RawDevice(self.path) as dev, open_fat(dev) as fs:
                     assert fs_tree(fs) == self._expected()
                 assert mtools_tree(self.path, self.tmp / "mt") == self._expected()

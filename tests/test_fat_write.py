@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.fat_helpers import fs_tree, fsck_clean, mtools_tree, tool
+from tests.fat_helpers import assert_fats_identical, fs_tree, fsck_clean, mtools_tree, tool
 from tests.images import make_fat
 
 from burrow.block.raw import RawDevice
@@ -76,6 +76,7 @@ def _check(o: Opened, tmp_path: Path) -> dict[str, bytes | None]:
     """Close, then fsck.fat -n and mtools must agree with what we read back."""
     o.close()
     fsck_clean(o.path)
+    assert_fats_identical(o.path)
     with RawDevice(o.path) as dev, open_fat(dev) as fs:
         ours = fs_tree(fs)
     assert mtools_tree(o.path, tmp_path / "mt") == ours
