@@ -883,6 +883,10 @@ class Ext4Filesystem(vfs.Filesystem):
                 rdev = os.makedev((old >> 8) & 0xFF, old & 0xFF)
             else:
                 rdev = os.makedev((new & 0xFFF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xFFF00))
+        blocks = n.blocks
+        if n.flags & od.EXT4_INLINE_DATA_FL and _stat.S_ISREG(mode):
+            # as ext4_file_getattr: report the inline bytes so tools do not see a sparse file
+            blocks += (n.size + 511) >> 9
         return vfs.Stat(
             st_ino=ino,
             st_mode=mode,
@@ -894,7 +898,7 @@ class Ext4Filesystem(vfs.Filesystem):
             st_mtime_ns=n.mtime_ns,
             st_ctime_ns=n.ctime_ns,
             st_rdev=rdev,
-            st_blocks=n.blocks,
+            st_blocks=blocks,
             st_blksize=self.block_size,
             st_birthtime_ns=n.crtime_ns,
         )

@@ -220,7 +220,7 @@ class _Journal:
             where = self.phys(blk) * bs
             if data[:4] != _MAGIC:
                 break
-            btype, bseq = od.JOURNAL_HEADER.struct.unpack_from(data, 4)
+            _magic, btype, bseq = od.JOURNAL_HEADER.struct.unpack_from(data, 0)
             if bseq != seq:
                 break
             blk = self.wrap(blk + 1)
