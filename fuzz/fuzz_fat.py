@@ -85,3 +85,47 @@ def one_input(data: bytes) -> None:
                 else:
                     fs.read(entry.ino, 0, min(st.st_size, 1 << 16))
                     fs.listxattr(entry.ino)
+    _write_some(data)
+
+
+def _write_some(data: bytes) -> None:
+    """Writes on a damaged volume must fail cleanly too (each step on its own)."""
+    from burrow.errors import BurrowError
+
+    dev = MemoryDevice(len(data), data=data)
+    try:
+        fs = open_fat(dev, readonly=False)
+    except BurrowError:
+        return
+    steps = [
+        lambda: fs.write(fs.create(fs.root_ino, "fuzz file.txt", 0o644), 0, b"x" * 5000),
+        lambda: fs.mkdir(fs.root_ino, "Fuzz Dir", 0o755),
+        lambda: fs.rename(fs.root_ino, "fuzz file.txt", fs.lookup(fs.root_ino, "fuzz dir"), "m"),
+        lambda: fs.setattr(fs.lookup(fs.root_ino, "fuzz dir"), mode=0o555),
+    ]
+    for entry in list(fs.readdir(fs.root_ino))[:4] if _safe(fs) else []:
+        steps.append(lambda e=entry: fs.setattr(e.ino, size=100) if not e.is_dir() else None)
+        steps.append(
+            lambda e=entry: (
+                fs.rmdir(fs.root_ino, e.name) if e.is_dir() else fs.unlink(fs.root_ino, e.name)
+            )
+        )
+    for step in steps:
+        try:
+            step()
+        except BurrowError:
+            pass
+    try:
+        fs.close()
+    except BurrowError:
+        pass
+
+
+def _safe(fs: object) -> bool:
+    from burrow.errors import BurrowError
+
+    try:
+        list(fs.readdir(fs.root_ino))  # type: ignore[attr-defined]
+    except BurrowError:
+        return False
+    return True
