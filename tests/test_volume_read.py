@@ -13,7 +13,7 @@ import pytest
 from burrow.block.raw import RawDevice
 from burrow.volume import PartitionTable, read_table
 from images import make_ext4, make_fat, make_gpt, make_mbr, make_raw, run
-from volume_helpers import ours, parted_table, sfdisk_table
+from volume_helpers import ours, parted_table, sfdisk_table, sgdisk_image
 
 MiB = 1 << 20
 
@@ -42,18 +42,16 @@ def _assert_matches_sfdisk(path: Path, table: PartitionTable) -> None:
 
 @pytest.mark.tool("sgdisk", "sfdisk")
 def test_sgdisk_gpt_types_names_attributes(tmp_path: Path) -> None:
-    img = make_gpt(
+    img = sgdisk_image(
         tmp_path / "disk.img",
         64 * MiB,
-        [
-            ("1:2048:+8M", "1:ef00", "1:EFI system"),
-            ("2:0:+4M", "2:8200", "2:swap space"),
-            ("3:0:+4M", "3:0700", "3:Données ünïcode"),
-            ("5:0:+2M", "5:8302", "5:home"),
-            ("6:0:0", "6:8304", "6:root"),
-        ],
+        *("-n", "1:2048:+8M", "-t", "1:ef00", "-c", "1:EFI system"),
+        *("-n", "2:0:+4M", "-t", "2:8200", "-c", "2:swap space"),
+        *("-n", "3:0:+4M", "-t", "3:0700", "-c", "3:Données ünïcode"),
+        *("-n", "5:0:+2M", "-t", "5:8302", "-c", "5:home"),
+        *("-n", "6:0:0", "-t", "6:8304", "-c", "6:root"),
+        *("-A", "1:set:0", "-A", "6:set:2", "-A", "3:set:60", "-A", "3:set:63"),
     )
-    run(["sgdisk", "-A", "1:set:0", "-A", "6:set:2", "-A", "3:set:60", "-A", "3:set:63", img])
     table = _read(img)
     assert table.warnings == []
     _assert_matches_sfdisk(img, table)
@@ -228,8 +226,19 @@ def test_partition_open_reads_its_own_bytes(tmp_path: Path) -> None:
 
 @pytest.mark.tool("sgdisk")
 def test_hybrid_mbr_gpt_wins(tmp_path: Path) -> None:
-    img = make_gpt(tmp_path / "disk.img", 32 * MiB, [("1:2048:+4M", "1:0700"), ("2:0:0",)])
-    run(["sgdisk", "-h", "1", img])  # hybrid MBR: 0xEE plus partition 1
+    # hybrid MBR: 0xEE plus partition 1
+    img = sgdisk_image(
+        tmp_path / "disk.img",
+        32 * MiB,
+        "-n",
+        "1:2048:+4M",
+        "-t",
+        "1:0700",
+        "-n",
+        "2:0:0",
+        "-h",
+        "1",
+    )
     table = _read(img)
     assert table.kind == "gpt" and [p.number for p in table.partitions] == [1, 2]
     assert any("hybrid" in w for w in table.warnings)

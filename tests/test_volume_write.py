@@ -31,6 +31,7 @@ from volume_helpers import (
     parted_table,
     sfdisk_table,
     sgdisk_clean,
+    sgdisk_image,
     sgdisk_print,
     sgdisk_verify,
 )
@@ -165,12 +166,13 @@ def test_edit_sfdisk_mbr_keeps_everything_else(tmp_path: Path) -> None:
 
 @pytest.mark.tool("sgdisk", "sfdisk")
 def test_edit_sgdisk_gpt_keeps_guids_names_attributes(tmp_path: Path) -> None:
-    img = make_gpt(
+    img = sgdisk_image(
         tmp_path / "disk.img",
         64 * MiB,
-        [("1:2048:+8M", "1:ef00", "1:EFI"), ("2:0:+8M", "2:8300", "2:data"), ("4:0:+4M", "4:8200")],
+        *("-n", "1:2048:+8M", "-t", "1:ef00", "-c", "1:EFI"),
+        *("-n", "2:0:+8M", "-t", "2:8300", "-c", "2:data"),
+        *("-n", "4:0:+4M", "-t", "4:8200", "-A", "2:set:63", "-A", "2:set:0"),
     )
-    run(["sgdisk", "-A", "2:set:63", "-A", "2:set:0", img])
     before = sfdisk_table(img)
     with RawDevice(img, readonly=False) as dev:
         add_partition(dev, size=MiB, name="new")

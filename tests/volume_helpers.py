@@ -191,3 +191,12 @@ def patch_gpt(
         struct.pack_into("<I", data, hoff + 16, 0)
         struct.pack_into("<I", data, hoff + 16, zlib.crc32(data[hoff : hoff + hsize]))
     path.write_bytes(bytes(data))
+
+
+def sgdisk_image(path: Path, size: int, *args: str) -> Path:
+    """A raw image partitioned by one ``sgdisk -o ARGS`` call (each sgdisk write sleeps for
+    a second, so tests pass everything at once)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    run(["sgdisk", "-o", *args, path])
+    return path
