@@ -233,6 +233,15 @@ def test_attributes_mode_and_xattr(opened: Opened, tmp_path: Path) -> None:
         fs.setxattr(h, ATTRS_XATTR, b"0x10")  # cannot make a file a directory
     ro_new = fs.create(root, "created-ro", 0o444)
     assert fs.getattr(ro_new).st_mode & 0o222 == 0
+    d = fs.mkdir(root, "folder", 0o555)  # directories never carry read-only (vfat: no rodir)
+    assert fs.getattr(d).st_mode == stat.S_IFDIR | 0o755
+    fs.setxattr(d, ATTRS_XATTR, b"0x11")  # Windows' "customised folder" marker
+    assert fs.getattr(d).st_mode == stat.S_IFDIR | 0o755
+    assert fs.getxattr(d, ATTRS_XATTR) == b"0x11"
+    with pytest.raises(IsADirectory):
+        fs.read(root, 0, 1)
+    with pytest.raises(IsADirectory):
+        fs.write(d, 0, b"x")
     _check(opened, tmp_path)
     attrib = tool("mattrib", "-i", opened.path, "::/ro.txt", "::/hidden.txt").stdout
     lines = {line.split("::/")[1].strip(): line.split("::/")[0] for line in attrib.splitlines()}

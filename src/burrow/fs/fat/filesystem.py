@@ -275,7 +275,9 @@ class FatFilesystem(Filesystem):
                 nlink = 0 if node.detached else 1
                 size = e.size
                 mode = stat.S_IFREG | 0o644
-            if e.attr & ATTR_READ_ONLY:
+            if e.attr & ATTR_READ_ONLY and not e.is_dir:
+                # Windows marks special folders read-only; like vfat without "rodir", a
+                # directory's read-only bit is shown only in user.fat.attrs.
                 mode &= ~0o222
             mtime = times.decode(e.wrt_date, e.wrt_time)
             birth = times.decode(e.crt_date, e.crt_time, e.crt_tenth) if e.crt_date else mtime
@@ -305,8 +307,9 @@ class FatFilesystem(Filesystem):
 
     def read(self, ino: int, offset: int, n: int) -> bytes:
         with self._lock:
-            node, e = self._entry_node(ino)
-            if e.is_dir:
+            node = self._node(ino)
+            e = node.entry
+            if e is None or e.is_dir:
                 raise IsADirectory()
             if offset < 0 or n < 0:
                 raise InvalidArgument("negative offset or length")
@@ -466,7 +469,7 @@ class FatFilesystem(Filesystem):
                 block[0:32] = dot.pack()
                 block[32:64] = dotdot.pack()
                 self.dev.pwrite(block, self.geo.cluster_offset(c))
-                attr = ATTR_DIRECTORY | (0 if mode & 0o222 else ATTR_READ_ONLY)
+                attr = ATTR_DIRECTORY  # read-only is not kept on directories (vfat: no rodir)
                 ino, _ = self._new_entry(parent, checked, attr, c)
             except BaseException:
                 self.table.free_chain_list([c])
@@ -510,8 +513,9 @@ class FatFilesystem(Filesystem):
     def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
         with self._lock:
             self._writable()
-            node, e = self._entry_node(ino)
-            if e.is_dir:
+            node = self._node(ino)
+            e = node.entry
+            if e is None or e.is_dir:
                 raise IsADirectory()
             if offset < 0:
                 raise InvalidArgument("negative offset")
@@ -729,7 +733,7 @@ class FatFilesystem(Filesystem):
                 if size != e.size:
                     self._set_length(node, e, size)
                     self._stamp(e, archive=True)
-            if mode is not None:
+            if mode is not None and not e.is_dir:
                 if mode & 0o222:
                     e.attr &= ~ATTR_READ_ONLY
                 else:
