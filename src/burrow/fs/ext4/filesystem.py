@@ -82,7 +82,7 @@ MAX_BLOCK_CACHE = 4096  # blocks kept (bounded memory: 4096 * block size)
 MAX_INODE_CACHE = 8192
 MAX_RUNS = 1 << 22  # mapped runs per file (bounded memory on corrupt block maps)
 MAX_SYMLINK = 65536
-MAX_XATTR_VALUE = 1 << 26  # ea_inode values up to 64 MiB (the kernel's XATTR_SIZE_MAX is 64k)
+MAX_XATTR_VALUE = 65536  # XATTR_SIZE_MAX: no xattr value the kernel serves is larger
 _XATTR_LISTED = {
     od.EXT4_XATTR_INDEX_USER,
     od.EXT4_XATTR_INDEX_POSIX_ACL_ACCESS,
