@@ -412,6 +412,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             raise NotADirectory(f"inode {ino} is not a directory")
         if w.flags & od.EXT4_INLINE_DATA_FL:
             self._inline_dir_to_blocks(w)
+            return self._dirs[ino]
         self._ensure_map(w)
         bs = self.block_size
         nblocks = w.size // bs
