@@ -88,6 +88,16 @@ def test_sfdisk_mbr_extended_with_two_logicals(tmp_path: Path) -> None:
 
 
 @pytest.mark.tool("sfdisk")
+@pytest.mark.parametrize("ext_type", ["f", "85"])
+def test_other_extended_types(tmp_path: Path, ext_type: str) -> None:
+    img = make_mbr(tmp_path / "disk.img", 32 * MiB, f"label: dos\n,,{ext_type}\n,4M,83\n,4M,82\n")
+    table = _read(img)
+    _assert_matches_sfdisk(img, table)
+    assert [p.number for p in table.partitions] == [1, 5, 6]
+    assert table.partition(1).is_extended and not table.partition(5).is_extended
+
+
+@pytest.mark.tool("sfdisk")
 def test_sfdisk_gpt(tmp_path: Path) -> None:
     img = make_mbr(
         tmp_path / "disk.img",

@@ -373,3 +373,20 @@ def test_random_edit_sequences_match_sfdisk(tmp_path: Path, kind: str) -> None:
         else:
             assert "No errors detected" in run(["sfdisk", "-V", img]).stdout
     assert most >= 5  # the sequence really built a populated table
+
+
+def test_large_disks_mbr_limit_and_protective_cap() -> None:
+    dev = MemoryDevice(3 << 40)  # sparse: 3 TiB
+    init_table(dev, "mbr")
+    big = add_partition(dev)
+    assert big.end == (2**32 - 1 + 1) * 512  # an MBR cannot address past sector 2^32-1
+    with pytest.raises(NoSpace):
+        add_partition(dev, start=(2**32) * 512, size=MiB)
+    init_table(dev, "gpt")
+    whole = add_partition(dev)
+    assert whole.end > (3 << 40) - MiB
+    sector0 = dev.pread(512, 0)
+    assert sector0[446 + 4] == 0xEE
+    assert int.from_bytes(sector0[446 + 12 : 446 + 16], "little") == 0xFFFFFFFF
+    table = read_table(dev)
+    assert table is not None and table.warnings == [] and table.partitions == [whole]
