@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import os
 import posixpath
 import stat as _stat
 import time
@@ -66,6 +67,10 @@ def _at(path: str) -> Iterator[None]:
     except FilesystemError as exc:
         exc.path = path
         exc.filename = path
+        # Drivers often put a bare name in the message ("a"); the path now says where, so
+        # the message should say what, as the kernel's errno text does.
+        if exc.errno_value == errno.ENOENT or " " not in exc.message.strip():
+            exc.message = exc.strerror = os.strerror(exc.errno_value)
         raise
     except BurrowError as exc:
         if exc.path is None:

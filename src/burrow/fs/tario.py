@@ -109,11 +109,16 @@ def write_tar(
         if not st.is_dir():
             add(top, posixpath.basename(top.rstrip("/")), st)
             return count
-        add(top, ".", st)
+        # Depth-first pre-order (a directory, then everything in it, then its siblings), as
+        # tar writes: extractors fix a directory's mtime once they leave it.
         for dirpath, dirs, files in pfs.walk(top):
             rel = posixpath.relpath(dirpath, top)
+            add(
+                dirpath, "." if rel == "." else f"./{rel}", pfs.lstat(dirpath) if rel != "." else st
+            )
             prefix = "./" if rel == "." else f"./{rel}/"
-            for name in sorted(dirs + files):
+            links = [d for d in dirs if pfs.is_symlink(posixpath.join(dirpath, d))]
+            for name in sorted(files + links):
                 p = posixpath.join(dirpath, name)
                 add(p, prefix + name, pfs.lstat(p))
             dirs.sort()

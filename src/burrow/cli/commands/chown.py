@@ -15,6 +15,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("owner", metavar="OWNER[:GROUP]")
     parser.add_argument("paths", nargs="+", metavar="IMAGE[@PART]:PATH")
     parser.add_argument("-R", "--recursive", action="store_true", help="change trees")
+    # chown(1) spells "do not follow symlinks" -h; keep --help and give -h to that meaning
+    parser.conflict_handler = "resolve"
+    parser._optionals.conflict_handler = "resolve"
     parser.add_argument("-h", "--no-dereference", dest="nofollow", action="store_true",
                         help="change symlinks themselves")  # fmt: skip
 
