@@ -103,6 +103,7 @@ class Directory:
         self.label: bytes | None = None
         self.dotdot_slot: int | None = None
         self.end_slot = len(self.data) // DIRENT_SIZE  # first slot after the 0x00 marker
+        self._dirty: tuple[int, int] | None = None  # byte range not yet written
         self._parse()
 
     # -- locations ------------------------------------------------------------------------
@@ -222,15 +223,31 @@ class Directory:
 
     # -- writing --------------------------------------------------------------------------
     def write_slots(self, start: int, blob: bytes) -> None:
-        """Put ``blob`` (whole slots) at ``start`` in memory and on the device."""
+        """Put ``blob`` (whole slots) at ``start`` in memory; the device is written by
+        :meth:`flush` (write-back: many changes to one directory cost one write)."""
         pos = start * DIRENT_SIZE
         self.data[pos : pos + len(blob)] = blob
         end = pos + len(blob)
+        if self._dirty is None:
+            self._dirty = (pos, end)
+        else:
+            self._dirty = (min(self._dirty[0], pos), max(self._dirty[1], end))
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty is not None
+
+    def flush(self) -> None:
+        """Write the changed byte range to the device, one call per cluster it spans."""
+        if self._dirty is None:
+            return
+        pos, end = self._dirty
         step = self.geo.cluster_size if self.clusters is not None else len(self.data) or 1
         while pos < end:
             chunk_end = min(end, (pos // step + 1) * step)
             self.dev.pwrite(self.data[pos:chunk_end], self.slot_offset(pos // DIRENT_SIZE))
             pos = chunk_end
+        self._dirty = None
 
     def _free_run(self, n: int) -> int | None:
         firsts = bytes(self.data[0::DIRENT_SIZE])

@@ -839,9 +839,14 @@ class FatFilesystem(Filesystem):
         with self._lock:
             if self.readonly or not self._modified:
                 return
+            self._flush_dirs()
             self.table.flush()
             self._write_fsinfo()
             self.dev.flush()
+
+    def _flush_dirs(self) -> None:
+        for d in self._dirs.values():
+            d.flush()
 
     def _write_fsinfo(self) -> None:
         if self._fsinfo is None:
@@ -863,6 +868,7 @@ class FatFilesystem(Filesystem):
                         if node.detached and node.clusters:
                             self.table.free_chain_list(node.clusters)
                             node.clusters = []
+                    self._flush_dirs()
                     self.table.flush()
                     self._write_fsinfo()
                     if self._was_clean:
