@@ -306,6 +306,13 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             fs_blocks += 1
         w.set_blocks(fs_blocks * (self.block_size // 512))
 
+    def _add_iblocks(self, w: WInode, delta: int) -> None:
+        """Keep st_blocks current between flushes (tree blocks are counted at flush)."""
+        sectors = struct.unpack_from("<I", w.raw, 0x1C)[0] | (
+            struct.unpack_from("<H", w.raw, 0x74)[0] << 32
+        )
+        w.set_blocks(max(0, sectors + delta * (self.block_size // 512)))
+
     def _resize_meta(self, blocks: list[int], need: int, goal: int) -> None:
         if need > len(blocks):
             for s, n in self.alloc.alloc_blocks(need - len(blocks), goal):
@@ -337,14 +344,12 @@ class Ext4WritableFilesystem(Ext4Filesystem):
     # ================================================================== reads =============
     def inode(self, ino: int) -> Inode:
         w = self._inodes.get(ino)
-        if w is not None and not w.map_dirty:
+        if w is not None:
             return self._decode_inode(ino, bytes(w.raw), -1)
         return super().inode(ino)
 
     def getattr(self, ino: int) -> vfs.Stat:
         w = self._inodes.get(ino)
-        if w is not None and w.map_dirty:
-            self._publish()
         if w is not None and (w.mode == 0 or (w.links == 0 and ino not in self._pins)):
             raise NotFound(f"no inode {ino}")
         return super().getattr(ino)
@@ -965,8 +970,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             pos = seg_end
         self._bytes_written += len(mv)
         w.size = max(w.size, end)
-        if w.exts is not None:
-            self._set_iblocks(w, w.data_blocks() + len(w.nodes))
+        if need:
+            self._add_iblocks(w, need)
         w.map_dirty = True
         self._mark(w)
 
@@ -984,6 +989,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             nb = -(-size // bs)
             for s, n in w.cut(nb):
                 self.alloc.free_range(s, n)
+                self._add_iblocks(w, -n)
             if size % bs:
                 seg = w.segments(nb - 1, nb)[0]
                 if seg[1] >= 0 and not seg[3]:
@@ -992,8 +998,6 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             raise NoSpace("file too large for this filesystem")
         w.size = size
         w.map_dirty = True
-        if w.exts is not None:
-            self._set_iblocks(w, w.data_blocks() + len(w.nodes))
         self._mark(w)
 
     def setattr(
