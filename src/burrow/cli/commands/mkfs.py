@@ -113,15 +113,10 @@ def run(args: argparse.Namespace) -> int:
             _mkfs_fat(args, dev, hidden)
         else:
             try:
-                from burrow.fs.ext4.mkfs import mkfs as ext_mkfs
+                from burrow.fs.ext4.populate import cli_mkfs
             except ImportError as exc:
                 raise Unsupported("ext4 mkfs") from exc
-            if args.source:  # checked before formatting: never half-do what was asked
-                raise Unsupported("mkfs --from for ext filesystems")
-            ext_mkfs(
-                dev, fstype=args.fstype, label=args.label, uuid=args.uuid,
-                block_size=args.block_size, inode_size=args.inode_size, features=args.features,
-            )  # fmt: skip
+            cli_mkfs(dev, args)  # checks --from before formatting, then populates
         dev.flush()
     finally:
         for d in reversed(owned):
