@@ -390,3 +390,23 @@ def test_large_disks_mbr_limit_and_protective_cap() -> None:
     assert int.from_bytes(sector0[446 + 12 : 446 + 16], "little") == 0xFFFFFFFF
     table = read_table(dev)
     assert table is not None and table.warnings == [] and table.partitions == [whole]
+
+
+@pytest.mark.tool("sfdisk", "sgdisk")
+def test_grown_image_with_damaged_primary_finds_the_old_backup(tmp_path: Path) -> None:
+    img = make_mbr(tmp_path / "disk.img", 16 * MiB, 'label: gpt\nsize=4M, name="keep"\n')
+    good = _table(img)
+    os.truncate(img, 48 * MiB)
+    fd = os.open(img, os.O_RDWR)
+    try:
+        os.pwrite(fd, bytes(512), 512)
+    finally:
+        os.close(fd)
+    table = _table(img)  # the backup is where the protective MBR says the disk ended
+    assert table.partitions == good.partitions
+    assert any("primary GPT is damaged" in w for w in table.warnings)
+    assert any("grew" in w for w in table.warnings)
+    with RawDevice(img, readonly=False) as dev:
+        repair_table(dev)
+    _assert_gpt_clean(img)
+    _same_as_sfdisk(img)

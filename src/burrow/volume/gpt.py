@@ -235,9 +235,19 @@ def _read_copy(
     return header, entries, warnings
 
 
-def read_gpt(dev: BlockDevice, *, hybrid: bool = False, protective: bool = True) -> GptDisk:
+def read_gpt(
+    dev: BlockDevice,
+    *,
+    hybrid: bool = False,
+    protective: bool = True,
+    protective_last: int | None = None,
+) -> GptDisk:
     """Read the GPT of ``dev``: the primary when it is intact, else the backup (with a
-    warning). ``CorruptImage`` when neither copy is usable."""
+    warning). ``CorruptImage`` when neither copy is usable.
+
+    The backup is looked for at the last LBA and, when the protective MBR's 0xEE entry ends
+    elsewhere (``protective_last``: the device grew since the table was written), there too.
+    """
     found_ss = _find_sector_size(dev)
     primary_error: CorruptImage | None = None
     chosen: tuple[int, _Header, list[GptEntry | None], list[str]] | None = None
@@ -269,14 +279,30 @@ def read_gpt(dev: BlockDevice, *, hybrid: bool = False, protective: bool = True)
         for ss in candidates:
             if dev.size < 2 * ss:
                 continue
-            try:
-                hdr, ents, warns = _read_copy(dev, ss, dev.size // ss - 1, False)
-            except CorruptImage as exc:
-                backup_error = backup_error or exc
+            total = dev.size // ss
+            lbas = [total - 1]
+            if protective_last is not None and 1 < protective_last < total - 1:
+                lbas.append(protective_last)
+            for lba in lbas:
+                try:
+                    hdr, ents, warns = _read_copy(dev, ss, lba, False)
+                except CorruptImage as exc:
+                    backup_error = backup_error or exc
+                    continue
+                chosen = (ss, hdr, ents, warns)
+                break
+            if chosen is None:
                 continue
-            chosen = (ss, hdr, ents, warns)
             reason = str(primary_error) if primary_error else "primary GPT header missing"
             notes.append((f"primary GPT is damaged ({reason}); the backup is used", True))
+            if chosen[1].my_lba != total - 1:
+                notes.append(
+                    (
+                        f"backup GPT header is at LBA {chosen[1].my_lba}, not at the end of the "
+                        f"device (LBA {total - 1}): the device grew; the next write moves it",
+                        False,
+                    )
+                )
             break
         if chosen is None:
             raise (

@@ -137,6 +137,17 @@ def has_protective_entry(sector: bytes) -> bool:
     return any(t == GPT_PROTECTIVE for _, t, _, _ in _entries(sector))
 
 
+def protective_last_lba(sector: bytes) -> int | None:
+    """Last LBA covered by the first 0xEE entry (where a GPT's backup header was when the
+    table was written), or ``None``."""
+    if not has_protective_entry(sector):
+        return None
+    for _, os_type, lba, size in _entries(sector):
+        if os_type == GPT_PROTECTIVE and size:
+            return lba + size - 1
+    return None
+
+
 def is_hybrid(sector: bytes) -> bool:
     """A hybrid MBR: a 0xEE entry plus other non-empty entries."""
     ents = _entries(sector)

@@ -20,6 +20,7 @@ from burrow.volume.mbr import (
     is_hybrid,
     looks_like_mbr,
     mbr_to_table,
+    protective_last_lba,
     read_mbr,
 )
 from burrow.volume.table import PartitionTable
@@ -35,7 +36,12 @@ def read_model(dev: BlockDevice) -> GptDisk | MbrDisk | None:
     protective = has_protective_entry(sector0)
     gpt_signature = any(dev.size >= 2 * ss and dev.pread(8, ss) == SIGNATURE for ss in SECTOR_SIZES)
     if protective or gpt_signature:
-        return read_gpt(dev, hybrid=is_hybrid(sector0), protective=protective)
+        return read_gpt(
+            dev,
+            hybrid=is_hybrid(sector0),
+            protective=protective,
+            protective_last=protective_last_lba(sector0),
+        )
     if looks_like_mbr(sector0):
         return read_mbr(dev, sector0)
     return None
