@@ -350,6 +350,13 @@ class Ext4WritableFilesystem(Ext4Filesystem):
 
     def getattr(self, ino: int) -> vfs.Stat:
         w = self._inodes.get(ino)
+        if (
+            w is not None
+            and w.map_dirty
+            and w.exts is not None
+            and index_blocks_needed(len(w.exts), self.block_size) != len(w.nodes)
+        ):
+            self._publish()  # st_blocks must count the extent tree blocks too
         if w is not None and (w.mode == 0 or (w.links == 0 and ino not in self._pins)):
             raise NotFound(f"no inode {ino}")
         return super().getattr(ino)
