@@ -28,7 +28,7 @@ from burrow.errors import (
     NotADirectory,
     NotEmpty,
 )
-from burrow.fs.fat import FatFilesystem, open_fat
+from burrow.fs.fat import FatFilesystem, open_fat, times
 from burrow.fs.fat.mkfs import mkfs
 
 pytestmark = pytest.mark.tool("fsck.fat", "mcopy")
@@ -54,6 +54,7 @@ class FatMachine(RuleBasedStateMachine):
         self.model: Model = {}
         self.dev: RawDevice | None = None
         self.fs: FatFilesystem | None = None
+        self.mtimes: dict[tuple[str, ...], int] = {}  # expected st_mtime_ns where known
 
     @initialize(bits=st.sampled_from([12, 16, 32]))
     def make(self, bits: int) -> None:
@@ -139,6 +140,8 @@ class FatMachine(RuleBasedStateMachine):
         payload = bytes([byte]) * length
         self.fs.write(self._ino(key), offset, payload)
         if length:
+            self.mtimes.pop(key, None)
+        if length:
             if offset > len(buf):
                 buf.extend(bytes(offset - len(buf)))
             buf[offset : offset + length] = payload
@@ -150,6 +153,8 @@ class FatMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(self._files()))
         buf = self.model[key][1]
         assert buf is not None
+        if size != len(buf):
+            self.mtimes.pop(key, None)
         self.fs.setattr(self._ino(key), size=size)
         if size < len(buf):
             del buf[size:]
@@ -172,6 +177,7 @@ class FatMachine(RuleBasedStateMachine):
         else:
             self.fs.rmdir(pino, name)
         del self.model[key]
+        self.mtimes.pop(key, None)
 
     @precondition(lambda self: len(self.model) > 0)
     @rule(data=st.data(), name=st.sampled_from(NAMES))
@@ -203,6 +209,11 @@ class FatMachine(RuleBasedStateMachine):
             self.model[src] = (name, self.model[src][1])
             return
         moved = {k: v for k, v in self.model.items() if k[: len(src)] == src}
+        moved_times = {k: self.mtimes.pop(k) for k in list(self.mtimes) if k[: len(src)] == src}
+        for k in [k for k in self.mtimes if k[: len(dst)] == dst]:
+            del self.mtimes[k]
+        for k, t in moved_times.items():
+            self.mtimes[dst + k[len(src) :]] = t
         for k in list(self.model):
             if k[: len(dst)] == dst:
                 del self.model[k]
@@ -211,6 +222,15 @@ class FatMachine(RuleBasedStateMachine):
         for k, v in moved.items():
             newkey = dst + k[len(src) :]
             self.model[newkey] = (name, v[1]) if k == src else v
+
+    @precondition(lambda self: self._files())
+    @rule(data=st.data(), when=st.integers(-(10**18), 5 * 10**18))
+    def touch(self, data: st.DataObject, when: int) -> None:
+        assert self.fs is not None
+        key = data.draw(st.sampled_from(self._files()))
+        self.fs.setattr(self._ino(key), mtime_ns=when)
+        clamped = min(max(when, times.MIN_NS), times.MAX_NS)
+        self.mtimes[key] = clamped // 2_000_000_000 * 2_000_000_000
 
     @rule()
     def remount(self) -> None:
@@ -221,6 +241,9 @@ class FatMachine(RuleBasedStateMachine):
     def tree_matches(self) -> None:
         if self.fs is not None:
             assert fs_tree(self.fs) == self._expected()
+            for key, mtime in self.mtimes.items():
+                if key in self.model:
+                    assert self.fs.getattr(self._ino(key)).st_mtime_ns == mtime
 
 
 FatMachine.TestCase.settings = settings(
