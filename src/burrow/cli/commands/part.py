@@ -113,12 +113,14 @@ def _print_table(image: str, table: PartitionTable) -> None:
     if not table.partitions:
         print("no partitions")
         return
-    rows = [("#", "Start", "End", "Size", "Type", "Name", "Flags")]
+    gpt = table.kind == "gpt"
+    rows = [["#", "Start", "End", "Size", "Type", *(["Name"] if gpt else []), "Flags"]]
     for p in sorted(table.partitions, key=lambda q: q.number):
         flags = "boot" if p.bootable else ""
         kind = p.type_name if p.type_name != "Unknown" else p.type
+        name = [p.name] if gpt else []
         rows.append(
-            (str(p.number), str(p.start), str(p.end - 1), human(p.size), kind, p.name, flags)
+            [str(p.number), str(p.start), str(p.end - 1), human(p.size), kind, *name, flags]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     right = {0, 1, 2, 3}
