@@ -179,3 +179,20 @@ def test_garbage_long_names_fall_back_to_short(image: Path) -> None:
         names = {e.name for e in fs.readdir(fs.root_ino)}
         assert len(names) == 3 and "Long Name.txt" not in names
         fs_tree(fs)
+
+
+def test_unpaired_surrogate_in_long_name(image: Path) -> None:
+    """Invalid UTF-16 on disk shows as U+FFFD and the shown name still works for lookup."""
+    with RawDevice(image) as dev, open_fat(dev) as fs:
+        d = fs._directory(fs.root_ino)
+        slot = next(s for s in range(d.slots) if d.data[s * DIRENT_SIZE + 11] == 0x0F)
+        off = d.slot_offset(slot)
+    with open(image, "r+b") as f:
+        f.seek(off + 1)
+        f.write(b"\x00\xd8")  # an unpaired high surrogate as the first character
+    with RawDevice(image) as dev, open_fat(dev) as fs:
+        names = [e.name for e in fs.readdir(fs.root_ino)]
+        odd = next(n for n in names if "\ufffd" in n)
+        assert odd == "\ufffdong Name.txt"
+        odd.encode("utf-8", "surrogateescape")
+        fs.read(fs.lookup(fs.root_ino, odd), 0, 100)

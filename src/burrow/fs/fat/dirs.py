@@ -173,7 +173,7 @@ class Directory:
                     if utf16[i : i + 2] == b"\0\0":
                         utf16 = utf16[:i]
                         break
-                text = utf16.decode("utf-16-le", "surrogatepass")
+                text = utf16.decode("utf-16-le", "replace")  # unpaired surrogates -> U+FFFD
                 if text and "/" not in text and "\0" not in text and text not in (".", ".."):
                     long_name = text
             start = lfn_start if long_name is not None else slot
