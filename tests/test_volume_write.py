@@ -17,6 +17,7 @@ from burrow.block.raw import RawDevice
 from burrow.errors import BurrowError, CorruptImage, NoSpace, NotFound, Unsupported, UsageError
 from burrow.volume import (
     add_partition,
+    add_partitions,
     init_table,
     read_table,
     relocate_backup,
@@ -410,3 +411,24 @@ def test_grown_image_with_damaged_primary_finds_the_old_backup(tmp_path: Path) -
         repair_table(dev)
     _assert_gpt_clean(img)
     _same_as_sfdisk(img)
+
+
+@pytest.mark.tool("sfdisk")
+def test_add_partitions_plans_logicals_for_more_than_four(tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "disk.img", 64 * MiB)
+    with RawDevice(img, readonly=False) as dev:
+        init_table(dev, "mbr")
+        made = add_partitions(
+            dev,
+            [{"size": 4 * MiB, "type": "esp", "bootable": True}]
+            + [{"size": 4 * MiB, "type": "linux"}] * 4
+            + [{"type": "swap"}],
+        )
+    assert [p.number for p in made] == [1, 2, 3, 5, 6, 7]
+    assert "No errors detected" in run(["sfdisk", "-V", img]).stdout
+    _same_as_sfdisk(img)
+    table = _table(img)
+    assert table.partition(4).is_extended and table.partition(7).type == "0x82"
+    gpt = MemoryDevice(64 * MiB)
+    init_table(gpt, "gpt")
+    assert [p.number for p in add_partitions(gpt, [{"size": MiB}] * 6)] == [1, 2, 3, 4, 5, 6]

@@ -5,8 +5,9 @@ Belongs here: readers that turn a device into a list of partitions (each one ope
 ``burrow.errors``; never a filesystem or a front end.
 
 Reading: :func:`read_table`. Writing: :func:`init_table`, :func:`add_partition`,
-:func:`remove_partition`, :func:`resize_partition`, :func:`rename_partition`,
-:func:`relocate_backup`, :func:`repair_table`. See ``docs/formats/partitions.md``.
+:func:`add_partitions`, :func:`remove_partition`, :func:`resize_partition`,
+:func:`rename_partition`, :func:`relocate_backup`, :func:`repair_table`. See
+``docs/formats/partitions.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging as _logging
 from burrow.volume.edit import (
     ALIGNMENT,
     add_partition,
+    add_partitions,
     init_table,
     relocate_backup,
     remove_partition,
@@ -34,6 +36,7 @@ __all__ = [
     "Partition",
     "PartitionTable",
     "add_partition",
+    "add_partitions",
     "init_table",
     "read_table",
     "relocate_backup",

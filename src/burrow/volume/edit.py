@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import secrets
 import uuid as _uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from burrow.block.device import BlockDevice
 from burrow.errors import (
@@ -55,6 +57,7 @@ from burrow.volume.table import MBR_EXTENDED_TYPES, Partition, PartitionTable
 __all__ = [
     "ALIGNMENT",
     "add_partition",
+    "add_partitions",
     "init_table",
     "relocate_backup",
     "remove_partition",
@@ -431,6 +434,28 @@ def _place_with_container(
 def _container_end(used: list[Gap], es: int, hi: int) -> int:
     """Last sector of the free area that starts at or contains ``es``."""
     return min([a - 1 for a, _ in used if a > es] + [hi])
+
+
+def add_partitions(dev: BlockDevice, partitions: Sequence[Mapping[str, Any]]) -> list[Partition]:
+    """Add several partitions in order (each mapping holds ``add_partition`` keywords) and
+    return them as read back.
+
+    Why a batch call: only the whole list shows when an MBR needs logical partitions. When
+    the list needs more primary slots than are free and the MBR has no extended partition,
+    the partitions from the last free slot on become logical (in one extended partition
+    created there), as fdisk proposes; an explicit ``logical`` in a mapping wins. GPT: the
+    same as calling ``add_partition`` for each.
+    """
+    plan = [dict(p) for p in partitions]
+    table = read_table(dev)
+    if table is not None and table.kind == "mbr":
+        primaries = [p for p in table.partitions if p.number <= 4]
+        free = 4 - len(primaries)
+        has_extended = any(p.is_extended for p in primaries)
+        if not has_extended and free > 0 and len(plan) > free:
+            for item in plan[free - 1 :]:
+                item.setdefault("logical", True)
+    return [add_partition(dev, **item) for item in plan]
 
 
 # -- remove, resize, rename -----------------------------------------------------------------
