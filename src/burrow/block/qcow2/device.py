@@ -54,6 +54,7 @@ __all__ = ["MAX_BACKING_DEPTH", "Qcow2Device", "open_qcow2"]
 
 MAX_BACKING_DEPTH = 16
 L2_CACHE_BYTES = 32 << 20  # decoded L2 tables kept (qemu's default covers less)
+L2_CACHE_TABLES = 4096  # and at most this many (small clusters: many small tables)
 COMPRESSED_CACHE = 8
 SMALL_READ = 65536  # requests up to this size are served entirely under the lock
 _ZEROS = bytes(1 << 21)  # one largest cluster
@@ -135,7 +136,7 @@ class Qcow2Device(BlockDevice):
         l1_bytes = f.read_meta(hdr.l1_size * 8, hdr.l1_table_offset, "qcow2 L1 table")
         self._l1 = decode_table(l1_bytes)
         self._l1_dirty: set[int] = set()
-        self._l2 = L2Cache(max(16, L2_CACHE_BYTES // self._cs))
+        self._l2 = L2Cache(max(16, min(L2_CACHE_TABLES, L2_CACHE_BYTES // self._cs)))
         self._zcache: OrderedDict[int, bytes] = OrderedDict()
         self._stats = {"compressed_reads": 0, "data_syscalls": 0, "clusters_written": 0}
         self.snapshots: list[Snapshot] = []
@@ -710,7 +711,10 @@ class Qcow2Device(BlockDevice):
 
     # -- write-back ---------------------------------------------------------------------------
     def _maybe_writeback(self) -> None:
-        if self._l2.dirty_count() > self._l2.capacity // 2 or len(self._l1_dirty) > 4096:
+        cache = self._l2
+        if len(self._l1_dirty) > 4096 or (
+            len(cache.tables) > cache.capacity // 2 and cache.dirty_count() > cache.capacity // 2
+        ):
             self._writeback()
 
     def _writeback(self) -> None:
