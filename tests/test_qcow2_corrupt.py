@@ -188,3 +188,26 @@ def test_table_entries_set_to_hostile_values(seed_image: bytes, tmp_path: Path) 
                         _open_all(p, write=write)
                     except BurrowError:
                         pass
+
+
+def test_metadata_overlaps_refused_before_writing(seed_image: bytes, tmp_path: Path) -> None:
+    """A corrupt table that points one structure at another must not make burrow overwrite
+    metadata: opening for writing (or the write itself) refuses, and the file is unchanged."""
+    hdr = parse_header(seed_image, len(seed_image))
+    l1 = hdr.l1_table_offset
+    l2 = struct.unpack_from(">Q", seed_image, l1)[0] & 0x00FFFFFFFFFFFE00
+    rt = hdr.refcount_table_offset
+    p = tmp_path / "m.qcow2"
+    cases = [
+        (_set(seed_image, l1, ">Q", (1 << 63) | l1), "qcow2 L1 table"),  # L2 = the L1 table
+        (_set(seed_image, l1 + 8, ">Q", (1 << 63) | l2), "qcow2 L1 table"),  # shared L2 table
+        (_set(seed_image, rt + 8, ">Q", l2), "qcow2 refcount table"),  # refblock = an L2
+        (_set(seed_image, 48, ">Q", l1), "qcow2 refcount table"),  # reftable = the L1 table
+        (_set(seed_image, l2, ">Q", (1 << 63) | rt), "qcow2 L2 table"),  # data = reftable
+    ]
+    for data, structure in cases:
+        p.write_bytes(data)
+        with pytest.raises(CorruptImage) as err, Qcow2Device(p, readonly=False) as dev:
+            dev.pwrite(b"\xff" * 700, 0)
+        assert err.value.structure == structure, err.value
+        assert p.read_bytes() == data

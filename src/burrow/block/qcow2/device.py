@@ -169,6 +169,12 @@ class Qcow2Device(BlockDevice):
             off = entry & OFFSET_MASK
             if off:
                 self._check_l2_offset(i, off)
+                if off >> self._cb in meta:
+                    raise CorruptImage(
+                        "qcow2 L1 table",
+                        hdr.l1_table_offset + i * 8,
+                        f"L2 table {off:#x} overlaps other metadata or another L2 table",
+                    )
                 meta.add(off >> self._cb)
         self._refs = Refcounts(self.f, hdr, meta)
         if hdr.autoclear_features:

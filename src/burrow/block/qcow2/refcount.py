@@ -113,10 +113,22 @@ class Refcounts:
         self.end = -(-f.size // self.cs)  # first cluster index past the file
         self.allocated = 0
         first = self.table_offset >> self.cb
-        meta.update(range(first, first + self.table_clusters))
+        for c in range(first, first + self.table_clusters):
+            if c in meta:
+                raise CorruptImage(
+                    "qcow2 refcount table", self.table_offset, "overlaps other metadata"
+                )
+            meta.add(c)
         for ti, entry in enumerate(table):
             if entry:
-                meta.add(self._block_offset(ti, entry) >> self.cb)
+                c = self._block_offset(ti, entry) >> self.cb
+                if c in meta:
+                    raise CorruptImage(
+                        "qcow2 refcount table",
+                        self.table_offset + ti * 8,
+                        f"refcount block {c << self.cb:#x} overlaps other metadata",
+                    )
+                meta.add(c)
 
     # -- table and blocks -----------------------------------------------------------------
     def _block_offset(self, ti: int, entry: int) -> int:
