@@ -61,13 +61,21 @@ class WDir:
         self.dx_nodes: list[int] = []  # logical blocks used by dx_node blocks
         self.dirty: set[int] = set()
         self.index_dirty = False
+        self._hcache: dict[bytes, int] = {}
+        self._keys: list[int] | None = None  # hashes of self.dx, rebuilt when dx changes
 
     @property
     def room(self) -> int:
         return self.bs - (12 if self.tail else 0)
 
     def _hash(self, name: bytes) -> int:
-        return dirhash(name, self.hash_version, self.hash_seed)[0] & ~1
+        h = self._hcache.get(name)
+        if h is None:
+            h = dirhash(name, self.hash_version, self.hash_seed)[0] & ~1
+            if len(self._hcache) > 200_000:
+                self._hcache.clear()
+            self._hcache[name] = h
+        return h
 
     # -- loading ---------------------------------------------------------------------------
     def load_linear(self, blocks: dict[int, bytes]) -> None:
@@ -136,6 +144,7 @@ class WDir:
 
         walk(entries(root, 32), info.indirect_levels, 0)
         self.dx = leaves
+        self._keys = None
         for _h, b in leaves:
             data = read(b)
             self._add_leaf(b, parse_leaf(data, self._has_tail(data)))
@@ -236,6 +245,7 @@ class WDir:
         if lo and hi and self._hash(lo[-1][0]) == split:
             split |= 1
         self.dx = [(0, a), (split, b)]
+        self._keys = None
         for k in (a, b):
             self.leaves[k] = []
             self.free[k] = self.room
@@ -252,7 +262,9 @@ class WDir:
 
     def _insert_indexed(self, ent: DirEnt, need: int, new_block: Callable[[], int]) -> None:
         h = self._hash(ent[0])
-        keys = [d[0] for d in self.dx]
+        if self._keys is None or len(self._keys) != len(self.dx):
+            self._keys = [d[0] for d in self.dx]
+        keys = self._keys
         i = max(0, bisect.bisect_right(keys, h) - 1)
         lblk = self.dx[i][1]
         if self.free[lblk] >= need:
@@ -280,6 +292,7 @@ class WDir:
         if self.free[lblk] < 0 or self.free[new] < 0:
             raise CorruptImage("ext4_dir_entry_2", None, f"dir {self.ino}: split overflow")
         self.dx.insert(i + 1, (split, new))
+        keys.insert(i + 1, split)
         self.index_dirty = True
 
     def limits(self) -> tuple[int, int]:
