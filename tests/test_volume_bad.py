@@ -244,3 +244,9 @@ def test_boot_flag_garbage_is_not_an_mbr() -> None:
     sector[510:512] = b"\x55\xaa"
     dev.pwrite(sector, 0)
     assert read_table(dev) is None
+
+
+@pytest.mark.tool("sgdisk")
+def test_entry_outside_usable_area_blocks_writes(gpt_image: Path) -> None:
+    patch_gpt(gpt_image, entries={1: {"first_lba": 20}})
+    _refuses_writes(gpt_image)

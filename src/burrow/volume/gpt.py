@@ -322,8 +322,8 @@ def read_gpt(
         backup_lba=hdr.alternate_lba if hdr.my_lba == 1 else hdr.my_lba,
         hybrid=hybrid,
     )
-    for text in warns:
-        disk.warn(text)
+    for text in warns:  # partitions outside the usable area: burrow will not rewrite them
+        disk.warn(text, damaged=True)
     for text, damaged in notes:
         disk.warn(text, damaged=damaged)
     if hybrid:
@@ -435,7 +435,12 @@ def write_gpt(dev: BlockDevice, disk: GptDisk) -> None:
         raise InvalidArgument(f"a {dev.size}-byte device is too small for a GPT")
     for i, e in enumerate(disk.entries):
         if e is not None and (e.first_lba < first or e.last_lba > last):
-            raise InvalidArgument(f"partition {i + 1} does not fit the usable area {first}-{last}")
+            raise CorruptImage(
+                "GPT partition entry",
+                None,
+                f"partition {i + 1} (LBA {e.first_lba}-{e.last_lba}) lies outside the usable "
+                f"area {first}-{last}; refusing to write",
+            )
     array = _pack_array(disk)
     acrc = zlib.crc32(array)
     backup_lba = total - 1
