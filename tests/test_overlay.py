@@ -242,3 +242,39 @@ def test_readonly_filter_base_and_side_file_cleanup(tmp_path: Path) -> None:
     with RawDevice(path) as base, pytest.raises(FileExistsError):
         OverlayDevice(base, side_path=side)
     assert side.read_bytes() == b"precious"
+
+
+def test_reads_from_threads_during_writes_and_commits(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "threads.img"
+    path.write_bytes(bytes(SIZE))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    with RawDevice(path, readonly=False) as base:
+        ov = OverlayDevice(base, side_path=tmp_path / "side")
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    chunk = ov.pread(65536, 0)
+                    for s in range(0, 65536, 512):  # old or new per sector, nothing else
+                        assert len(set(chunk[s : s + 512])) == 1, s
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for k in range(1, 40):
+            ov.pwrite(bytes([k]) * 65536, 0)
+            if k % 3 == 0:
+                ov.commit()
+            if k % 7 == 0:
+                ov.drop()
+        stop.set()
+        for t in threads:
+            t.join()
+        ov.close()
+    assert not errors, errors[0]
+    assert path.read_bytes()[:65536] == bytes([39]) * 65536

@@ -107,6 +107,8 @@ class OverlayDevice(BlockDevice):
         self._owns = owns_base
         self._chunk = chunk_size
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._readers = 0
         self._data: set[int] = set()
         self._zero: set[int] = set()
         self.side_path = os.fspath(side_path) if side_path is not None else None
@@ -188,17 +190,26 @@ class OverlayDevice(BlockDevice):
 
     # -- reads --------------------------------------------------------------------------------
     def _preadinto(self, buf: memoryview, offset: int) -> None:
+        # Map under the lock, copy outside it; commit()/drop() wait for readers in flight
+        # before they replace the store.
         with self._lock:
             runs = self._runs(offset, len(buf))
             store = self._store
-        for state, off, length in runs:
-            dst = buf[off - offset : off - offset + length]
-            if state == _DATA:
-                store.preadinto(dst, off)
-            elif state == _ZERO:
-                dst[:] = bytes(length)
-            else:
-                self.base.preadinto(dst, off)
+            self._readers += 1
+        try:
+            for state, off, length in runs:
+                dst = buf[off - offset : off - offset + length]
+                if state == _DATA:
+                    store.preadinto(dst, off)
+                elif state == _ZERO:
+                    dst[:] = bytes(length)
+                else:
+                    self.base.preadinto(dst, off)
+        finally:
+            with self._lock:
+                self._readers -= 1
+                if not self._readers:
+                    self._idle.notify_all()
 
     def _extents(self, n: int, offset: int) -> Iterator[Extent]:
         with self._lock:
@@ -311,6 +322,8 @@ class OverlayDevice(BlockDevice):
             self._reset()
 
     def _reset(self) -> None:
+        while self._readers:
+            self._idle.wait()
         self._data.clear()
         self._zero.clear()
         self._drop_store()
