@@ -35,7 +35,9 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+from crc32c import crc32c as _crc32c
 
 from burrow.block.device import BlockDevice
 from burrow.errors import (
@@ -61,6 +63,9 @@ _EXT_ENTRY = struct.Struct("<IHHI")
 _EXT_IDX = struct.Struct("<IIHH")
 _XATTR_ENTRY = struct.Struct("<BBHIII")
 _DX_ENTRY = struct.Struct("<II")
+_INO_GEN = struct.Struct("<II")
+_S = 0x80000000
+_NS = 1_000_000_000
 _INODE = od.EXT4_INODE.struct  # 160 bytes; shorter inodes are zero-padded before unpacking
 
 # incompat features this reader understands
@@ -119,28 +124,9 @@ class GroupDesc:
     offset: int  # byte offset of the descriptor on the device
 
 
-class Inode:
-    """A decoded inode. ``raw`` keeps the on-disk bytes (for in-inode xattrs and checksums)."""
-
-    __slots__ = (
-        "atime_ns",
-        "blocks",
-        "crtime_ns",
-        "ctime_ns",
-        "extra_isize",
-        "file_acl",
-        "flags",
-        "generation",
-        "gid",
-        "i_block",
-        "ino",
-        "links",
-        "mode",
-        "mtime_ns",
-        "raw",
-        "size",
-        "uid",
-    )
+class Inode(NamedTuple):
+    """A decoded inode (immutable). ``raw`` keeps the on-disk bytes (for in-inode xattrs and
+    checksums); times are nanoseconds since the epoch; ``blocks`` is in 512-byte units."""
 
     ino: int
     mode: int
@@ -149,7 +135,7 @@ class Inode:
     size: int
     links: int
     flags: int
-    blocks: int  # in 512-byte units
+    blocks: int
     atime_ns: int
     mtime_ns: int
     ctime_ns: int
@@ -518,21 +504,22 @@ class Ext4Filesystem(vfs.Filesystem):
     def read_raw_inode(self, ino: int) -> tuple[bytes, int]:
         """The on-disk bytes of inode ``ino`` and their byte offset (zeros for an inode in an
         INODE_UNINIT group)."""
-        self._check_ino(ino)
+        if ino < 1 or ino > self.inodes_count:
+            raise NotFound(f"no inode {ino}")
         group, index = divmod(ino - 1, self.inodes_per_group)
-        gd = self.group_desc(group)
+        gd = self._gd_cache.get(group) or self.group_desc(group)
         isz = self.inode_size
-        if (self.has_csum or self.has_gdt_csum) and gd.flags & od.EXT4_BG_INODE_UNINIT:
+        if gd.flags & od.EXT4_BG_INODE_UNINIT and (self.has_csum or self.has_gdt_csum):
             return bytes(isz), -1
-        bs = self.block_size
-        per_block = bs // isz
-        tb = gd.inode_table + index // per_block
-        where = tb * bs + (index % per_block) * isz
-        if gd.inode_table < self.first_data_block or tb >= self.blocks_count:
-            raise CorruptImage("ext4_group_desc", gd.offset + 8, "inode table outside the fs")
-        data = self._block(tb, "inode table", where)
-        off = (index % per_block) * isz
-        return data[off : off + isz], where
+        bidx, slot = divmod(index, self.block_size // isz)
+        tb = gd.inode_table + bidx
+        off = slot * isz
+        data = self._block_cache.get(tb)
+        if data is None:
+            if gd.inode_table < self.first_data_block or tb >= self.blocks_count:
+                raise CorruptImage("ext4_group_desc", gd.offset + 8, "inode table outside fs")
+            data = self._block(tb, "inode table", tb * self.block_size + off)
+        return data[off : off + isz], tb * self.block_size + off
 
     def inode(self, ino: int) -> Inode:
         """Inode ``ino``, decoded and checksum-verified (LRU cached)."""
@@ -563,51 +550,67 @@ class Ext4Filesystem(vfs.Filesystem):
         elif extra_isize + 128 > isz or extra_isize & 3:
             raise CorruptImage("ext4_inode", where + 0x80, f"inode {ino}: bad i_extra_isize")
         if self.has_csum and where >= 0 and (mode or links or flags):
-            self._verify_inode(ino, raw, generation, csum_lo, csum_hi, extra_isize, where)
-        n = Inode()
-        n.ino = ino
-        n.mode = mode
-        n.uid = uid | (uid_hi << 16)
-        n.gid = gid | (gid_hi << 16)
-        if _stat.S_ISREG(mode) or self.has_largedir:
-            n.size = size_lo | (size_hi << 32)
-        else:
-            n.size = size_lo
-        n.links = links
-        n.flags = flags
+            # ext4_inode_csum, inlined (see inode_csum): one crc pass over a zeroed copy
+            head = _INO_GEN.pack(ino, generation)
+            if isz > 128 and extra_isize >= _EXTRA_CSUM_HI:
+                c = (
+                    _crc32c(
+                        b"".join(
+                            (head, raw[:0x7C], b"\0\0", raw[0x7E:0x82], b"\0\0", raw[0x84:isz])
+                        ),
+                        self.csum_seed ^ 0xFFFFFFFF,
+                    )
+                    ^ 0xFFFFFFFF
+                )
+                ok = c == csum_lo | (csum_hi << 16)
+            else:
+                c = (
+                    _crc32c(
+                        b"".join((head, raw[:0x7C], b"\0\0", raw[0x7E:isz])),
+                        self.csum_seed ^ 0xFFFFFFFF,
+                    )
+                    ^ 0xFFFFFFFF
+                )
+                ok = (c & 0xFFFF) == csum_lo
+            if not ok:
+                self._csum_error("ext4_inode", where + 0x7C, f"inode {ino} checksum")
+        regular = mode & 0o170000 == 0o100000
+        size = size_lo | (size_hi << 32) if regular or self.has_largedir else size_lo
         if self.has_huge_file:
             blocks = blocks_lo | (blocks_hi << 32)
             if flags & od.EXT4_HUGE_FILE_FL:
                 blocks *= self.block_size // 512
         else:
             blocks = blocks_lo
-        n.blocks = blocks
-        n.ctime_ns = _decode_time(ctime, ctime_x if extra_isize >= _EXTRA_CTIME else None)
-        n.mtime_ns = _decode_time(mtime, mtime_x if extra_isize >= _EXTRA_MTIME else None)
-        n.atime_ns = _decode_time(atime, atime_x if extra_isize >= _EXTRA_ATIME else None)
-        n.crtime_ns = _decode_time(crtime, crtime_x) if extra_isize >= _EXTRA_CRTIME else None
-        n.i_block = i_block
-        n.generation = generation
-        n.file_acl = acl_lo | ((acl_hi << 32) if self.is_64bit else 0)
-        n.extra_isize = extra_isize
-        n.raw = raw
-        return n
+        # ext4_decode_extra_time: signed 32-bit seconds + epoch bits, nanoseconds
+        if extra_isize >= _EXTRA_CRTIME:
+            ctime_ns = ((ctime ^ _S) - _S + ((ctime_x & 3) << 32)) * _NS + (ctime_x >> 2)
+            mtime_ns = ((mtime ^ _S) - _S + ((mtime_x & 3) << 32)) * _NS + (mtime_x >> 2)
+            atime_ns = ((atime ^ _S) - _S + ((atime_x & 3) << 32)) * _NS + (atime_x >> 2)
+            crtime_ns: int | None = ((crtime ^ _S) - _S + ((crtime_x & 3) << 32)) * _NS + (
+                crtime_x >> 2
+            )
+        else:
+            ctime_ns = _decode_time(ctime, ctime_x if extra_isize >= _EXTRA_CTIME else None)
+            mtime_ns = _decode_time(mtime, mtime_x if extra_isize >= _EXTRA_MTIME else None)
+            atime_ns = _decode_time(atime, atime_x if extra_isize >= _EXTRA_ATIME else None)
+            crtime_ns = None
+        return Inode(
+            ino, mode, uid | (uid_hi << 16), gid | (gid_hi << 16), size, links, flags, blocks,
+            atime_ns, mtime_ns, ctime_ns, crtime_ns, i_block, generation,
+            acl_lo | ((acl_hi << 32) if self.is_64bit else 0), extra_isize, raw,
+        )  # fmt: skip
 
     def inode_csum(self, ino: int, raw: bytes, generation: int, extra_isize: int) -> int:
-        """``ext4_inode_csum`` (full 32 bits) over ``raw`` with both checksum fields zeroed."""
-        seed = inode_csum_seed(self.csum_seed, ino, generation)
-        c = ext4_chksum(seed, raw[:0x7C])
-        c = ext4_chksum(c, b"\0\0")
-        c = ext4_chksum(c, raw[0x7E:128])
+        """``ext4_inode_csum`` (full 32 bits) over ``raw`` with both checksum fields zeroed
+        (one crc pass: the seed's inode number and generation are just the first 8 bytes)."""
         isz = self.inode_size
-        if isz > 128:
-            c = ext4_chksum(c, raw[128:0x82])
-            off = 0x82
-            if extra_isize >= _EXTRA_CSUM_HI:
-                c = ext4_chksum(c, b"\0\0")
-                off = 0x84
-            c = ext4_chksum(c, raw[off:isz])
-        return c
+        head = _INO_GEN.pack(ino, generation)
+        if isz > 128 and extra_isize >= _EXTRA_CSUM_HI:
+            data = b"".join((head, raw[:0x7C], b"\0\0", raw[0x7E:0x82], b"\0\0", raw[0x84:isz]))
+        else:
+            data = b"".join((head, raw[:0x7C], b"\0\0", raw[0x7E:isz]))
+        return ext4_chksum(self.csum_seed, data)
 
     def _verify_inode(
         self, ino: int, raw: bytes, gen: int, lo: int, hi: int, extra: int, where: int
@@ -887,21 +890,11 @@ class Ext4Filesystem(vfs.Filesystem):
         if n.flags & od.EXT4_INLINE_DATA_FL and _stat.S_ISREG(mode):
             # as ext4_file_getattr: report the inline bytes so tools do not see a sparse file
             blocks += (n.size + 511) >> 9
+        # positional: the field order of vfs.Stat (st_ino ... st_birthtime_ns)
         return vfs.Stat(
-            st_ino=ino,
-            st_mode=mode,
-            st_nlink=n.links,
-            st_uid=n.uid,
-            st_gid=n.gid,
-            st_size=n.size,
-            st_atime_ns=n.atime_ns,
-            st_mtime_ns=n.mtime_ns,
-            st_ctime_ns=n.ctime_ns,
-            st_rdev=rdev,
-            st_blocks=blocks,
-            st_blksize=self.block_size,
-            st_birthtime_ns=n.crtime_ns,
-        )
+            ino, mode, n.links, n.uid, n.gid, n.size, n.atime_ns, n.mtime_ns, n.ctime_ns,
+            rdev, blocks, self.block_size, n.crtime_ns,
+        )  # fmt: skip
 
     def readlink(self, ino: int) -> str:
         n = self.inode(ino)
@@ -944,18 +937,21 @@ class Ext4Filesystem(vfs.Filesystem):
 
     def _parse_dirents(
         self, data: bytes, start: int, end: int, where: int, dir_ino: int
-    ) -> Iterator[tuple[bytes, int, int]]:
+    ) -> list[tuple[bytes, int, int]]:
         """(name, inode, file_type) for each live record in ``data[start:end]``."""
+        out: list[tuple[bytes, int, int]] = []
+        append = out.append
         pos = start
         filetype = self.has_filetype
-        bs = self.block_size
+        big = self.block_size >= 65536
         icount = self.inodes_count
+        unpack = _DIRENT.unpack_from
         while pos < end:
             if pos + 8 > end:
                 raise CorruptImage("ext4_dir_entry_2", where + pos, f"dir {dir_ino}: truncated")
-            ino, rec_len, name_len, ftype = _DIRENT.unpack_from(data, pos)
-            if bs >= 65536:
-                rec_len = od.rec_len_from_disk(rec_len, bs)
+            ino, rec_len, name_len, ftype = unpack(data, pos)
+            if big:
+                rec_len = od.rec_len_from_disk(rec_len, self.block_size)
             if not filetype:
                 name_len |= ftype << 8
                 ftype = 0
@@ -968,8 +964,9 @@ class Ext4Filesystem(vfs.Filesystem):
                     raise CorruptImage(
                         "ext4_dir_entry_2", where + pos, f"dir {dir_ino}: inode {ino} too big"
                     )
-                yield data[pos + 8 : pos + 8 + name_len], ino, ftype
+                append((data[pos + 8 : pos + 8 + name_len], ino, ftype))
             pos += rec_len
+        return out
 
     def _leaf_end(self, data: bytes, blk: int, node: Inode) -> int:
         """End of the records in a leaf block; verifies the ext4_dir_entry_tail checksum."""
@@ -984,8 +981,13 @@ class Ext4Filesystem(vfs.Filesystem):
         return bs
 
     def _iter_dir(self, node: Inode) -> Iterator[tuple[bytes, int, int]]:
+        for chunk in self._dir_chunks(node):
+            yield from chunk
+
+    def _dir_chunks(self, node: Inode) -> Iterator[list[tuple[bytes, int, int]]]:
+        """Live entries (without "." and "..") one directory block at a time."""
         if node.flags & od.EXT4_INLINE_DATA_FL:
-            yield from self._iter_inline_dir(node)
+            yield self._inline_dir(node)
             return
         bs = self.block_size
         nblocks = node.size // bs
@@ -1005,10 +1007,10 @@ class Ext4Filesystem(vfs.Filesystem):
                 if indexed and self._is_dx_block(data, lblk):
                     continue
                 end = self._leaf_end(data, blk, node)
-                for name, ino, ft in self._parse_dirents(data, 0, end, blk * bs, node.ino):
-                    if name in (b".", b".."):
-                        continue
-                    yield name, ino, ft
+                ents = self._parse_dirents(data, 0, end, blk * bs, node.ino)
+                if lblk == 0 and ents and ents[0][0] == b".":
+                    ents = [e for e in ents if e[0] not in (b".", b"..")]
+                yield ents
 
     def _is_dx_block(self, data: bytes, lblk: int) -> bool:
         if lblk == 0:
@@ -1017,20 +1019,21 @@ class Ext4Filesystem(vfs.Filesystem):
         full = od.rec_len_from_disk(rec_len, self.block_size) == self.block_size
         return bool(ino == 0 and name_len == 0 and full)
 
-    def _iter_inline_dir(self, node: Inode) -> Iterator[tuple[bytes, int, int]]:
+    def _inline_dir(self, node: Inode) -> list[tuple[bytes, int, int]]:
         data = self._inline_data(node)[: max(node.size, 60)]
         # first 4 bytes: the parent ("..") inode; then records in i_block, then in the xattr
-        blocks = [(4, 60)]
+        out = self._parse_dirents(data, 4, 60, -1, node.ino)
         if len(data) > 60:
-            blocks.append((60, len(data)))
-        for start, end in blocks:
-            yield from self._parse_dirents(data, start, end, -1, node.ino)
+            out += self._parse_dirents(data, 60, len(data), -1, node.ino)
+        return out
 
     def readdir(self, ino: int) -> Iterator[vfs.DirEntry]:
         node = self._dir_node(ino)
         ft_mode = od.FT_TO_MODE
-        for name, child, ft in self._iter_dir(node):
-            yield vfs.DirEntry(vfs.decode_name(name), child, ft_mode.get(ft, 0))
+        entry = vfs.DirEntry
+        for chunk in self._dir_chunks(node):
+            for name, child, ft in chunk:
+                yield entry(name.decode("utf-8", "surrogateescape"), child, ft_mode.get(ft, 0))
 
     def lookup(self, parent: int, name: str) -> int:
         node = self._dir_node(parent)
