@@ -7,6 +7,9 @@ import subprocess
 from pathlib import Path
 
 from benchmarks.harness import Case
+from burrow.block.device import BlockDevice
+from burrow.block.filters import ReadOnlyFilter, StatsFilter
+from burrow.block.overlay import OverlayDevice
 from burrow.block.raw import RawDevice
 from burrow.block.slice import SliceDevice
 
@@ -24,7 +27,7 @@ def _image(work: Path) -> Path:
     return path
 
 
-def _read_all(dev: RawDevice | SliceDevice) -> float:
+def _read_all(dev: BlockDevice) -> float:
     buf = bytearray(CHUNK)
     mv = memoryview(buf)
     for off in range(0, dev.size, CHUNK):
@@ -42,6 +45,15 @@ def cases(work: Path) -> list[Case]:
     def sliced() -> float:
         with RawDevice(path) as dev:
             return _read_all(SliceDevice(dev, 1 << 20, SIZE - (1 << 20)))
+
+    def overlay() -> float:
+        with RawDevice(path) as dev, OverlayDevice(dev) as ov:
+            ov.pwrite(b"x" * 4096, 0)  # a dirty overlay: every read maps its chunks
+            return _read_all(ov)
+
+    def filters() -> float:
+        with StatsFilter(ReadOnlyFilter(RawDevice(path))) as dev:
+            return _read_all(dev)
 
     def dd() -> float:
         subprocess.run(
@@ -61,5 +73,15 @@ def cases(work: Path) -> list[Case]:
             "bytes",
             {"burrow": sliced, "dd bs=4M": dd},
             target=">= 2 GB/s",
+        ),
+        Case(
+            "block: sequential read 1 GiB through an overlay (4 KiB chunks)",
+            "bytes",
+            {"burrow": overlay, "dd bs=4M": dd},
+        ),
+        Case(
+            "block: sequential read 1 GiB through stats+readonly filters",
+            "bytes",
+            {"burrow": filters, "dd bs=4M": dd},
         ),
     ]
