@@ -252,3 +252,30 @@ def test_hybrid_mbr_gpt_wins(tmp_path: Path) -> None:
     table = _read(img)
     assert table.kind == "gpt" and [p.number for p in table.partitions] == [1, 2]
     assert any("hybrid" in w for w in table.warnings)
+
+
+@pytest.mark.tool("sgdisk")
+def test_hybrid_mbr_with_both_gpt_copies_gone(tmp_path: Path) -> None:
+    img = sgdisk_image(
+        tmp_path / "disk.img",
+        32 * MiB,
+        "-n",
+        "1:2048:+4M",
+        "-t",
+        "1:0700",
+        "-n",
+        "2:0:0",
+        "-h",
+        "1",
+    )
+    fd = os.open(img, os.O_RDWR)
+    try:
+        os.pwrite(fd, bytes(512), 512)
+        os.pwrite(fd, bytes(512), img.stat().st_size - 512)
+    finally:
+        os.close(fd)
+    table = _read(img)
+    assert table.kind == "mbr"
+    data = [p for p in table.partitions if p.type != "0xee"]
+    assert [(p.start, p.size, p.type) for p in data] == [(MiB, 4 * MiB, "0x07")]
+    assert any("hybrid MBR used" in w for w in table.warnings)

@@ -5,6 +5,8 @@ Order of decisions (as the Linux kernel and libblkid do):
 1. ``EFI PART`` at LBA 1 (512- or 4096-byte sectors), or a 0xEE entry in sector 0 -> GPT.
    A hybrid MBR (0xEE plus other entries) still means GPT: GPT wins when it is valid.
    A damaged primary falls back to the backup header at the last LBA.
+   When neither GPT copy is usable but sector 0 is a hybrid MBR, the MBR is read instead
+   (with a warning; writes are refused).
 2. Otherwise a DOS signature with sane boot flags, which is not a FAT/NTFS/exFAT boot sector
    -> MBR.
 3. Otherwise no table (``None``): a bare filesystem or an empty disk.
@@ -13,6 +15,7 @@ Order of decisions (as the Linux kernel and libblkid do):
 from __future__ import annotations
 
 from burrow.block.device import BlockDevice
+from burrow.errors import CorruptImage
 from burrow.volume.gpt import SECTOR_SIZES, SIGNATURE, GptDisk, gpt_to_table, read_gpt
 from burrow.volume.mbr import (
     MbrDisk,
@@ -36,12 +39,21 @@ def read_model(dev: BlockDevice) -> GptDisk | MbrDisk | None:
     protective = has_protective_entry(sector0)
     gpt_signature = any(dev.size >= 2 * ss and dev.pread(8, ss) == SIGNATURE for ss in SECTOR_SIZES)
     if protective or gpt_signature:
-        return read_gpt(
-            dev,
-            hybrid=is_hybrid(sector0),
-            protective=protective,
-            protective_last=protective_last_lba(sector0),
-        )
+        hybrid = is_hybrid(sector0)
+        try:
+            return read_gpt(
+                dev,
+                hybrid=hybrid,
+                protective=protective,
+                protective_last=protective_last_lba(sector0),
+            )
+        except CorruptImage as exc:
+            if not (hybrid and looks_like_mbr(sector0)):
+                raise
+            # A hybrid MBR whose GPT is gone: its MBR half is the safe reading left.
+            mbr = read_mbr(dev, sector0)
+            mbr.warn(f"hybrid MBR used because its GPT is unusable ({exc})", lossy=True)
+            return mbr
     if looks_like_mbr(sector0):
         return read_mbr(dev, sector0)
     return None
