@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import uuid
 from pathlib import Path
@@ -212,3 +213,135 @@ def test_kernel_mounts_and_writes_read_back(tmp_path: Path, kw: dict[str, object
     assert tree["/d/f.txt"][3] == {"user.k": b"v"}
     assert tree["/big"][2] == expect_big
     assert tree["/ln"] == ("link", "d/f.txt")
+
+
+def _burrow(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "burrow", *args], capture_output=True, text=True)
+
+
+def _host_tree(root: Path) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("burrow\n")
+    (root / "bin").mkdir()
+    (root / "bin" / "tool").write_bytes(os.urandom(70_000))
+    os.chmod(root / "bin" / "tool", 0o4755)
+    os.symlink("../etc/hostname", root / "bin" / "ln")
+    os.link(root / "etc" / "hostname", root / "hard")
+    with open(root / "sparse", "wb") as f:
+        f.seek(3_000_000)
+        f.write(b"end")
+    os.setxattr(root / "etc" / "hostname", "user.origin", b"host")
+    os.mkfifo(root / "fifo")
+    os.utime(root / "etc" / "hostname", ns=(1_500_000_000_000_000_000, 1_400_000_000_123_456_789))
+    return root
+
+
+def test_cli_from_directory(tmp_path: Path) -> None:
+    src = _host_tree(tmp_path / "src")
+    img = tmp_path / "fs.img"
+    proc = _burrow("mkfs", "ext4", str(img), "--size", "64M", "--label", "cli", "--from", str(src))
+    assert proc.returncode == 0, proc.stderr
+    fsck(img)
+    with readable(img) as fs:
+        tree = dump(fs)
+        h = fs.lookup(fs.lookup(fs.root_ino, "etc"), "hostname")
+        st = fs.getattr(h)
+        assert st.st_mtime_ns == 1_400_000_000_123_456_789
+        sp = fs.getattr(fs.lookup(fs.root_ino, "sparse"))
+        assert sp.st_size == 3_000_003 and sp.st_blocks < 64
+        assert fs.info().label == "cli"
+    assert tree["/etc/hostname"] == ("file", 0o644, b"burrow\n", {"user.origin": b"host"}, 2)
+    assert tree["/bin/tool"][1] == 0o4755
+    assert tree["/bin/ln"] == ("link", "../etc/hostname")
+    assert tree["/fifo"][0] == "node"
+
+
+def test_cli_from_tar_sets_owners_and_devices_without_root(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    tarpath = tmp_path / "root.tar.gz"
+    with tarfile.open(tarpath, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind in (("dev", tarfile.DIRTYPE), ("home/user", tarfile.DIRTYPE)):
+            ti = tarfile.TarInfo(name)
+            ti.type = kind
+            ti.mode = 0o755
+            tf.addfile(ti)
+        ti = tarfile.TarInfo("dev/null")
+        ti.type = tarfile.CHRTYPE
+        ti.devmajor, ti.devminor, ti.mode = 1, 3, 0o666
+        tf.addfile(ti)
+        ti = tarfile.TarInfo("dev/sda")
+        ti.type = tarfile.BLKTYPE
+        ti.devmajor, ti.devminor, ti.mode = 8, 0, 0o660
+        tf.addfile(ti)
+        data = b"secret\n"
+        ti = tarfile.TarInfo("home/user/notes")
+        ti.size, ti.mode, ti.uid, ti.gid, ti.mtime = len(data), 0o600, 1000, 1000, 1234567890
+        ti.pax_headers = {"SCHILY.xattr.user.tag": "blue"}
+        tf.addfile(ti, io.BytesIO(data))
+        ti = tarfile.TarInfo("home/user/again")
+        ti.type, ti.linkname = tarfile.LNKTYPE, "home/user/notes"
+        tf.addfile(ti)
+        ti = tarfile.TarInfo("implied/dir/file")  # parents missing from the archive
+        ti.size = 0
+        tf.addfile(ti, io.BytesIO(b""))
+    img = tmp_path / "fs.img"
+    proc = _burrow("mkfs", "ext3", str(img), "--size", "32M", "--from", str(tarpath),
+                   "--owner-map", "1000:0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    fsck(img)
+    with readable(img) as fs:
+        dev = fs.lookup(fs.root_ino, "dev")
+        null = fs.getattr(fs.lookup(dev, "null"))
+        sda = fs.getattr(fs.lookup(dev, "sda"))
+        assert null.st_rdev == os.makedev(1, 3) and stat.S_ISCHR(null.st_mode)
+        assert sda.st_rdev == os.makedev(8, 0) and stat.S_ISBLK(sda.st_mode)
+        user = fs.lookup(fs.lookup(fs.root_ino, "home"), "user")
+        notes = fs.lookup(user, "notes")
+        st = fs.getattr(notes)
+        assert (st.st_uid, st.st_gid, st.st_nlink) == (0, 0, 2)
+        assert st.st_mtime_ns == 1234567890 * 10**9
+        assert fs.read(notes, 0, 100) == b"secret\n"
+        assert fs.getxattr(notes, "user.tag") == b"blue"
+        assert fs.lookup(user, "again") == notes
+        resolve_implied = fs.lookup(fs.lookup(fs.lookup(fs.root_ino, "implied"), "dir"), "file")
+        assert resolve_implied
+
+
+def test_cli_bad_source_formats_nothing(tmp_path: Path) -> None:
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    bogus = tmp_path / "not-a-tar"
+    bogus.write_bytes(b"hello")
+    proc = _burrow("mkfs", "ext4", str(img), "--from", str(bogus))
+    assert proc.returncode != 0
+    assert img.read_bytes() == bytes(16 << 20)
+    proc = _burrow("mkfs", "ext4", str(img), "--from", str(tmp_path / "missing"))
+    assert proc.returncode != 0
+    assert img.read_bytes() == bytes(16 << 20)
+
+
+@pytest.mark.root
+def test_cli_from_directory_kernel_view(tmp_path: Path) -> None:
+    from ext4_write_helpers import host_dump
+
+    src = _host_tree(tmp_path / "src")
+    os.chown(src / "bin" / "tool", 123, 456)
+    os.chmod(src / "bin" / "tool", 0o4755)  # chown cleared the setuid bit
+    os.mknod(src / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    img = tmp_path / "fs.img"
+    assert _burrow("mkfs", "ext4", str(img), "--size", "64M", "--from", str(src)).returncode == 0
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro", str(img), str(mnt)], check=True)
+    try:
+        assert host_dump(mnt) == host_dump(src)
+        k = os.lstat(mnt / "bin" / "tool")
+        assert (k.st_uid, k.st_gid, k.st_mode) == (123, 456, 0o104755)
+        assert os.lstat(mnt / "null").st_rdev == os.makedev(1, 3)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
