@@ -40,6 +40,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ext3": ("ext3", ("-b", "4096", "-I", "256")),
 }  # fmt: skip
 EA_INODE_VARIANTS = {"ext4-sparse2-eainode"}
+UNSIGNED_HASH_VARIANTS = {"ext4-largedir-tea", "ext4-4k"}
 LINEAR_DIR_VARIANTS = {"ext4-2k-nocsum-nojournal"}
 HASH_ALG = {"ext4-largedir-tea": "tea", "ext4-metabg-legacy": "legacy"}
 
@@ -82,6 +83,9 @@ def make_source_tree(root: Path) -> Path:
     big.mkdir()
     for i in range(5000):
         (big / f"entry-{i:05d}-{'x' * (i % 40)}").write_bytes(b"" if i % 7 else b"%d\n" % i)
+    for i in range(60):  # bytes >= 0x80: signed and unsigned htree hashes differ on these
+        with open(os.fsencode(big) + b"/hi-\xc3\xa9-\xff\x80-%d" % i, "wb") as f:
+            f.write(b"%d" % i)
     (root / ("L" * 255)).write_bytes(b"long name\n")
     with open(r + b"/non-utf8-\xff\xfe-\xe9t\xe9", "wb") as f:
         f.write(b"latin-1 name\n")
@@ -155,6 +159,10 @@ def build_image(path: Path, source: Path, variant: str, size: str = "96M") -> Pa
         capture_output=True,
         env=_mke2fs_env(path, HASH_ALG.get(variant)),
     )
+    if variant in UNSIGNED_HASH_VARIANTS:
+        # as if made on a CPU with unsigned char: e2fsck -D below indexes with that hash
+        subprocess.run(["debugfs", "-w", "-R", "ssv flags 2", os.fspath(path)], check=True,
+                       capture_output=True)  # fmt: skip
     if variant not in LINEAR_DIR_VARIANTS:
         # mkfs -d writes linear directories; e2fsck -D indexes them (htree), as the kernel
         # would once they grow. Exit status 1 means "changed", which is what we asked for.
