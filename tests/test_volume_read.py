@@ -279,3 +279,17 @@ def test_hybrid_mbr_with_both_gpt_copies_gone(tmp_path: Path) -> None:
     data = [p for p in table.partitions if p.type != "0xee"]
     assert [(p.start, p.size, p.type) for p in data] == [(MiB, 4 * MiB, "0x07")]
     assert any("hybrid MBR used" in w for w in table.warnings)
+
+
+@pytest.mark.tool("sgdisk", "sfdisk")
+def test_dos_table_over_a_stale_gpt_is_mbr(tmp_path: Path) -> None:
+    """sfdisk over an sgdisk GPT, with sfdisk's wiping disabled: like Linux, use the MBR."""
+    img = sgdisk_image(tmp_path / "disk.img", 32 * MiB, "-n", "1:2048:+4M")
+    run(["sfdisk", "-q", "--wipe", "never", img], input="label: dos\n,8M,83\n")
+    with open(img, "rb") as f:
+        f.seek(512)
+        assert f.read(8) == b"EFI PART"  # the stale header really is there
+    table = _read(img)
+    assert table.kind == "mbr"
+    _assert_matches_sfdisk(img, table)
+    assert any("GPT header without a protective MBR" in w for w in table.warnings)

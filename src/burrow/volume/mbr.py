@@ -130,6 +130,11 @@ def looks_like_mbr(sector: bytes) -> bool:
     return not _is_fs_boot_sector(sector)
 
 
+def has_entries(sector: bytes) -> bool:
+    """True when any of the four entries is in use (a type byte and a size)."""
+    return any(t and size for _, t, _, size in _entries(sector))
+
+
 def has_protective_entry(sector: bytes) -> bool:
     """True when an entry has type 0xEE (a protective or hybrid MBR in front of a GPT)."""
     if len(sector) < SECTOR or sector[510:512] != BOOT_SIGNATURE:

@@ -2,7 +2,8 @@
 
 Order of decisions (as the Linux kernel and libblkid do):
 
-1. ``EFI PART`` at LBA 1 (512- or 4096-byte sectors), or a 0xEE entry in sector 0 -> GPT.
+1. A 0xEE entry in sector 0, or ``EFI PART`` at LBA 1 (512- or 4096-byte sectors) unless
+   sector 0 is a DOS table with entries and no 0xEE (then the GPT is stale: MBR) -> GPT.
    A hybrid MBR (0xEE plus other entries) still means GPT: GPT wins when it is valid.
    A damaged primary falls back to the backup header at the last LBA.
    When neither GPT copy is usable but sector 0 is a hybrid MBR, the MBR is read instead
@@ -19,6 +20,7 @@ from burrow.errors import CorruptImage
 from burrow.volume.gpt import SECTOR_SIZES, SIGNATURE, GptDisk, gpt_to_table, read_gpt
 from burrow.volume.mbr import (
     MbrDisk,
+    has_entries,
     has_protective_entry,
     is_hybrid,
     looks_like_mbr,
@@ -38,6 +40,12 @@ def read_model(dev: BlockDevice) -> GptDisk | MbrDisk | None:
     sector0 = dev.pread(512, 0)
     protective = has_protective_entry(sector0)
     gpt_signature = any(dev.size >= 2 * ss and dev.pread(8, ss) == SIGNATURE for ss in SECTOR_SIZES)
+    if gpt_signature and not protective and looks_like_mbr(sector0) and has_entries(sector0):
+        # A DOS table without a 0xEE entry over an old GPT header: Linux and libblkid use
+        # the MBR and ignore the GPT, and so do we.
+        mbr = read_mbr(dev, sector0)
+        mbr.warn("a GPT header without a protective MBR is ignored; the MBR is used")
+        return mbr
     if protective or gpt_signature:
         hybrid = is_hybrid(sector0)
         try:
