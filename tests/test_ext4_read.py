@@ -531,3 +531,37 @@ def test_journal_replay_matches_kernel_recovery(tmp_path: Path, fstype: str) -> 
             pass
         assert _sha(bad) == before
         bad.unlink()
+
+
+# ---------------------------------------------------------------------------------------
+# casefold (this kernel lacks CONFIG_UNICODE and debugfs looks names up exactly, so the
+# oracle is the directory's own entries under Unicode case folding)
+# ---------------------------------------------------------------------------------------
+def test_casefold_lookup(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "cf").mkdir(parents=True)
+    (src / "plain").mkdir()
+    names = ["Hello", "ÄÖÜ-File", "straße", *(f"Name-{i}" for i in range(300))]
+    for name in names:
+        (src / "cf" / name).write_bytes(name.encode())
+        (src / "plain" / name).write_bytes(name.encode())
+    image = tmp_path / "cf.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "casefold", "-d", src, image, "32M"],
+                   check=True, capture_output=True)  # fmt: skip
+    debugfs_w = ["debugfs", "-w", "-R", "sif /cf flags 0x40000000", image]
+    subprocess.run(debugfs_w, check=True, capture_output=True)
+    subprocess.run(["e2fsck", "-fyD", image], capture_output=True)
+    with _open(image) as fs:
+        cf = fs.lookup(fs.root_ino, "cf")
+        plain = fs.lookup(fs.root_ino, "plain")
+        assert "casefold" in fs.info().features
+        exact = {e.name: e.ino for e in fs.readdir(cf)}
+        assert set(exact) == set(names)
+        for name, ino in exact.items():
+            assert fs.lookup(cf, name) == ino
+            assert fs.lookup(cf, name.upper()) == ino
+            assert fs.lookup(cf, name.lower()) == ino
+        assert fs.lookup(cf, "STRASSE") == exact["straße"]
+        with pytest.raises(NotFound):
+            fs.lookup(plain, "hello")  # only +F directories fold case
+        assert fs.lookup(plain, "Hello") > 0
