@@ -352,3 +352,48 @@ def test_mkfs_then_write(tmp_path: Path) -> None:
         assert "BURROW" in tool("mlabel", "-s", "-i", img, "::").stdout
         tree = mtools_tree(img, tmp_path / f"mt{bits}")
         assert set(tree) == {"/EFI", "/EFI/BOOT", "/EFI/BOOT/BOOTX64.EFI"}
+
+
+@pytest.mark.parametrize(("fat", "size"), [("16", 64 << 20), ("32", 300 << 20)])
+def test_4k_sectors(tmp_path: Path, fat: str, size: int) -> None:
+    """4096-byte logical sectors (4Kn disks): mtools' tree reads back, our writes fsck clean."""
+    src = tmp_path / "src"
+    (src / "Sub Dir").mkdir(parents=True)
+    (src / "Sub Dir" / "a long file name.bin").write_bytes(os.urandom(50_000))
+    img = tmp_path / "4k.img"
+    with open(img, "wb") as f:
+        f.truncate(size)
+    tool("mkfs.fat", "-S", "4096", "-F", fat, img)
+    tool("mcopy", "-s", "-i", img, src / "Sub Dir", "::/")
+    o = Opened(img)
+    assert o.fs.geo.sector_size == 4096
+    sub = o.fs.lookup(o.fs.root_ino, "sub dir")
+    data = (src / "Sub Dir" / "a long file name.bin").read_bytes()
+    assert o.fs.read(o.fs.lookup(sub, "A LONG FILE NAME.BIN"), 0, 60_000) == data
+    for i in range(150):
+        _write_file(o.fs, sub, f"another long name {i:03d}.txt", b"%d" % i)
+    tree = _check(o, tmp_path)
+    assert tree["/Sub Dir/another long name 149.txt"] == b"149"
+
+
+def test_dirty_volume_stays_dirty(tmp_path: Path) -> None:
+    img = make_fat(tmp_path / "f16.img", None, size_kib=32768, fat_bits=16)
+    boot = img.read_bytes()[:512]
+    fat_off = struct.unpack_from("<H", boot, 14)[0] * 512
+    fat_len = struct.unpack_from("<H", boot, 22)[0] * 512
+
+    def entry1() -> int:
+        with open(img, "rb") as f:
+            f.seek(fat_off + 2)
+            return int(struct.unpack("<H", f.read(2))[0])
+
+    with open(img, "r+b") as f:  # as if a previous session had crashed
+        for copy in range(2):
+            f.seek(fat_off + copy * fat_len + 2)
+            f.write(struct.pack("<H", entry1() & ~0x8000))
+    o = Opened(img)
+    assert o.fs.info().extra["clean"] is False
+    _write_file(o.fs, o.fs.root_ino, "f", b"x")
+    o.close()
+    assert not entry1() & 0x8000  # still marked for fsck: we do not hide an unclean past
+    assert_fats_identical(img)
