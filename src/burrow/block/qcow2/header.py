@@ -259,7 +259,7 @@ def parse_header(data: bytes, file_size: int) -> Header:
     _validate_layout(hdr, file_size)
     _parse_extensions(hdr, data)
     _check_features(hdr)
-    if backing_file_offset:
+    if backing_file_offset and backing_file_size:  # qemu: an empty name means no backing
         end = backing_file_offset + backing_file_size
         if backing_file_size > MAX_BACKING_NAME or end > cs or backing_file_offset < 72:
             raise CorruptImage(
