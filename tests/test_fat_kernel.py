@@ -52,6 +52,8 @@ def test_kernel_reads_what_we_wrote(tmp_path: Path, mountpoint: Path, bits: int)
             for i in range(40):
                 ino = fs.create(d, f"long file name {i:02d} ünï.txt", 0o644)
                 fs.write(ino, 0, os.urandom(i * 333))
+            emoji = fs.create(fs.root_ino, "outside the BMP \U0001f600.txt", 0o644)
+            fs.write(emoji, 0, b"surrogate pair in UTF-16\n")
             ino = fs.create(fs.root_ino, "readme.txt", 0o644)
             fs.write(ino, 0, b"hello\n")
             fs.setattr(ino, mtime_ns=1_600_000_000 * 10**9)

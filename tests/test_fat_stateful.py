@@ -36,6 +36,7 @@ pytestmark = pytest.mark.tool("fsck.fat", "mcopy")
 NAMES = [
     "a", "B", "readme.txt", "README.TXT", "Long File Name.txt", "long file name.TXT", "dir",
     "Ünïcødé 名前", "x" * 40, "a.b.c", "Makefile", ".hidden", "UPPER", "~tilde~1",
+    "m" * 13, "Exactly 26 UTF-16 units..x", "L" * 255,
 ]  # fmt: skip
 SIZES = {12: 2048 * 1024, 16: 20 * 1024 * 1024, 32: 40 * 1024 * 1024}
 
