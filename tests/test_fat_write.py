@@ -397,3 +397,14 @@ def test_dirty_volume_stays_dirty(tmp_path: Path) -> None:
     o.close()
     assert not entry1() & 0x8000  # still marked for fsck: we do not hide an unclean past
     assert_fats_identical(img)
+
+
+def test_non_bmp_names_round_trip(opened: Opened) -> None:
+    """Characters outside the BMP go to disk as UTF-16 surrogate pairs and come back."""
+    name = "smile \U0001f600 \U00020000.txt"
+    _write_file(opened.fs, opened.fs.root_ino, name, b"pair")
+    opened.close()
+    fsck_clean(opened.path)
+    with RawDevice(opened.path) as dev, open_fat(dev) as fs:
+        assert fs_tree(fs) == {f"/{name}": b"pair"}
+        assert fs.lookup(fs.root_ino, name.upper()) == fs.lookup(fs.root_ino, name)
