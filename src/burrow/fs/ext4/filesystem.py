@@ -222,7 +222,7 @@ class Ext4Filesystem(vfs.Filesystem):
         self.dev: BlockDevice = dev
         self.ignore_checksums = ignore_checksums
         self._block_cache: OrderedDict[int, bytes] = OrderedDict()
-        self._inode_cache: OrderedDict[int, Inode] = OrderedDict()
+        self._inode_cache: dict[int, Inode] = {}
         self._runs_cache: OrderedDict[int, tuple[list[int], list[tuple[int, int, int]]]] = (
             OrderedDict()
         )
@@ -522,17 +522,17 @@ class Ext4Filesystem(vfs.Filesystem):
         return data[off : off + isz], tb * self.block_size + off
 
     def inode(self, ino: int) -> Inode:
-        """Inode ``ino``, decoded and checksum-verified (LRU cached)."""
+        """Inode ``ino``, decoded and checksum-verified (cached; the oldest entry is evicted
+        first: a hit does not reorder, which keeps the hot path to one dict lookup)."""
         cache = self._inode_cache
         node = cache.get(ino)
         if node is not None:
-            cache.move_to_end(ino)
             return node
         raw, where = self.read_raw_inode(ino)
         node = self._decode_inode(ino, raw, where)
+        if len(cache) >= MAX_INODE_CACHE:
+            del cache[next(iter(cache))]
         cache[ino] = node
-        if len(cache) > MAX_INODE_CACHE:
-            cache.popitem(last=False)
         return node
 
     def _decode_inode(self, ino: int, raw: bytes, where: int) -> Inode:
@@ -880,14 +880,15 @@ class Ext4Filesystem(vfs.Filesystem):
         n = self.inode(ino)
         mode = n.mode
         rdev = 0
-        if _stat.S_ISCHR(mode) or _stat.S_ISBLK(mode):
+        fmt = mode & 0o170000
+        if fmt in (0o020000, 0o060000):  # character or block device
             old, new = struct.unpack_from("<II", n.i_block, 0)
             if old:
                 rdev = os.makedev((old >> 8) & 0xFF, old & 0xFF)
             else:
                 rdev = os.makedev((new & 0xFFF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xFFF00))
         blocks = n.blocks
-        if n.flags & od.EXT4_INLINE_DATA_FL and _stat.S_ISREG(mode):
+        if n.flags & od.EXT4_INLINE_DATA_FL and fmt == 0o100000:
             # as ext4_file_getattr: report the inline bytes so tools do not see a sparse file
             blocks += (n.size + 511) >> 9
         # positional: the field order of vfs.Stat (st_ino ... st_birthtime_ns)
