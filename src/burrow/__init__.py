@@ -21,17 +21,19 @@ from burrow.errors import (
 __all__ = [
     "BurrowError",
     "CorruptImage",
+    "Disk",
     "FilesystemError",
     "ProtocolError",
     "Unsupported",
     "__version__",
+    "open",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from burrow.disk import Disk, open
 
 # name -> module that defines it; resolved lazily by __getattr__ (PEP 562).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {"open": "burrow.disk", "Disk": "burrow.disk"}
 
 
 def __getattr__(name: str) -> Any:
