@@ -104,6 +104,7 @@ class Directory:
         self.dotdot_slot: int | None = None
         self.end_slot = len(self.data) // DIRENT_SIZE  # first slot after the 0x00 marker
         self._dirty: tuple[int, int] | None = None  # byte range not yet written
+        self._dupes = False
         self._parse()
 
     # -- locations ------------------------------------------------------------------------
@@ -193,8 +194,9 @@ class Directory:
         self.entries.append(entry)
         self.by_slot[entry.slot] = entry
         self.shorts.add(entry.short)
-        self.index.setdefault(names.fold(entry.name), entry)
-        self.index.setdefault(names.fold(names.display_short(entry.short, 0)), entry)
+        for key in (names.fold(entry.name), names.fold(names.display_short(entry.short, 0))):
+            if self.index.setdefault(key, entry) is not entry:
+                self._dupes = True  # a damaged directory: two entries answer to one name
 
     def _remove(self, entry: Entry) -> None:
         self.entries.remove(entry)
@@ -203,6 +205,8 @@ class Directory:
         for key in (names.fold(entry.name), names.fold(names.display_short(entry.short, 0))):
             if self.index.get(key) is entry:
                 del self.index[key]
+                if not self._dupes:
+                    continue
                 for other in self.entries:  # a duplicate (corrupt dir) takes over the name
                     if key in (
                         names.fold(other.name),
