@@ -218,9 +218,13 @@ class ThreadBackend(Backend):
         self._fd = dev.fileno() if type(dev) is RawDevice else -1
 
     def read_inline(self, n: int, offset: int, sparse: bool) -> ReadResult | Chunks | None:
-        fd = self._fd
-        if fd < 0 or n > INLINE_READ_MAX:
+        if self._fd < 0 or n > INLINE_READ_MAX:
             return None
+        return self._raw_read(n, offset, sparse)
+
+    def _raw_read(self, n: int, offset: int, sparse: bool) -> ReadResult | Chunks | None:
+        """Read a raw file: data, one hole chunk, or None when the range mixes both."""
+        fd = self._fd
         if sparse and n >= SPARSE_MIN:
             # Two lseeks tell whether the range is all hole, all data, or mixed (mixed goes
             # to the thread pool, which splits it into chunks).
@@ -277,6 +281,12 @@ class ThreadBackend(Backend):
     ) -> list[tuple[int, int, bytes | bytearray | memoryview | None]]:
         if not self.can_extents:
             return [(offset, n, await self.read(n, offset))]
+        if self._fd >= 0:
+            got = await self._call(self._raw_read, n, offset, True)
+            if isinstance(got, list):
+                return got
+            if got is not None:
+                return [(offset, n, got)]
         return list(await self._call(self._sparse, n, offset))
 
     async def write(self, data: bytes | bytearray, offset: int, fua: bool) -> None:
