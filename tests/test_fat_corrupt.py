@@ -129,6 +129,7 @@ def test_truncated_image(image: Path) -> None:
         (19, "<H", 0),  # BPB_TotSec16 (and TotSec32 is 0 too on this image)
         (22, "<H", 0),  # BPB_FATSz16 = 0 makes it "FAT32" with no FATSz32
         (510, "<H", 0),  # signature
+        (21, "<B", 0x12),  # BPB_Media
     ],
 )
 def test_bad_bpb_numbers(image: Path, offset: int, fmt: str, value: int) -> None:
@@ -196,3 +197,24 @@ def test_unpaired_surrogate_in_long_name(image: Path) -> None:
         assert odd == "\ufffdong Name.txt"
         odd.encode("utf-8", "surrogateescape")
         fs.read(fs.lookup(fs.root_ino, odd), 0, 100)
+
+
+@pytest.mark.tool("mkfs.ext4", "sfdisk")
+def test_probe_rejects_other_formats(tmp_path: Path) -> None:
+    import subprocess
+
+    ext = tmp_path / "ext.img"
+    with open(ext, "wb") as f:
+        f.truncate(8 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", ext], check=True, capture_output=True)
+    mbr = tmp_path / "mbr.img"
+    with open(mbr, "wb") as f:
+        f.truncate(8 << 20)
+    subprocess.run(["sfdisk", "-q", mbr], input=",\n", text=True, check=True, capture_output=True)
+    for path in (ext, mbr):
+        with RawDevice(path) as dev:
+            assert not probe(dev)
+            with pytest.raises(CorruptImage):
+                open_fat(dev)
+    assert not probe(MemoryDevice(0))
+    assert not probe(MemoryDevice(4096))

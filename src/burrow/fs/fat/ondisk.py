@@ -240,6 +240,8 @@ def parse_geometry(sector: bytes, device_size: int) -> Geometry:
         raise _bad("BPB_RsvdSecCnt is 0", 14)
     if not 1 <= b.BPB_NumFATs <= 4:
         raise _bad(f"BPB_NumFATs {b.BPB_NumFATs} is not between 1 and 4", 16)
+    if b.BPB_Media != 0xF0 and b.BPB_Media < 0xF8:  # the kernel refuses these too
+        raise _bad(f"invalid media byte {b.BPB_Media:#x}", 21)
     total = b.BPB_TotSec16 or b.BPB_TotSec32
     if total == 0:
         raise _bad("total sector count is 0", 19)
