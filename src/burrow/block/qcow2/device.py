@@ -729,9 +729,11 @@ class Qcow2Device(BlockDevice):
         f = self.f
         if refs is None:
             return
-        if refs.write_dirty():
-            f.sync()
         dirty = self._l2.dirty_tables()
+        # Refcount increments and the guest data the new entries point at are durable
+        # before any L2 entry that references them.
+        if refs.write_dirty() or dirty:
+            f.sync()
         for tbl in dirty:
             f.write(encode_table(tbl.entries), tbl.offset)
             tbl.dirty = False
