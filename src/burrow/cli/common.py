@@ -12,7 +12,6 @@ minus the process umask (``PathFS.uid/gid/umask`` are set from the process).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -53,6 +52,8 @@ def add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
 

@@ -45,7 +45,7 @@ from burrow.errors import (
     NotPermitted,
     NotSupported,
 )
-from burrow.fs.paths import CHUNK, PathFS, _at
+from burrow.fs.paths import CHUNK, PathFS, _at, tag_error
 from burrow.fs.vfs import Stat
 
 __all__ = ["CopyOptions", "CopyStats", "copy_between", "copy_in", "copy_out", "host_stat"]
@@ -157,24 +157,34 @@ class _FsSource:
         ino, path = handle
         with _at(path):
             entries = sorted(self.fs.readdir(ino), key=lambda e: e.name)
+        prefix = path if path.endswith("/") else path + "/"
+        getattr_ = self.fs.getattr
         for e in entries:
-            sub = posixpath.join(path, e.name)
-            with _at(sub):
-                st = self.fs.getattr(e.ino)
+            sub = prefix + e.name
+            try:
+                st = getattr_(e.ino)
+            except BurrowError as exc:
+                tag_error(exc, sub)
+                raise
             yield e.name, (e.ino, sub), st
 
     def chunks(self, handle: Any, st: Stat) -> Iterator[bytes]:
         ino, path = handle
+        read = self.fs.read
+        size = st.st_size
         pos = 0
-        with _at(path):
+        try:
             while True:
-                data = self.fs.read(ino, pos, CHUNK)
+                data = read(ino, pos, CHUNK if size - pos >= CHUNK else max(size - pos + 1, 1))
                 if not data:
                     return
                 yield data
                 pos += len(data)
-                if len(data) < CHUNK and pos >= st.st_size:
+                if len(data) < CHUNK and pos >= size:
                     return
+        except BurrowError as exc:
+            tag_error(exc, path)
+            raise
 
     def readlink(self, handle: Any) -> str:
         ino, path = handle
@@ -199,6 +209,7 @@ class _HostSink:
     def __init__(self) -> None:
         self.umask = _current_umask()
         self.can_chown = os.geteuid() == 0
+        self._fds: dict[str, int] = {}
 
     def top_dir(self, path: str) -> Any:
         if not os.path.isdir(path):
@@ -223,26 +234,33 @@ class _HostSink:
         return os.path.join(dirh, name)
 
     def write_file(self, handle: Any, chunks: Iterator[bytes], size: int, mode: int) -> int:
+        """Write the data; the descriptor stays open for ``set_attrs`` (fchown, fchmod,
+        futimens on the fd: no second path lookup), and ``release`` closes it."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(handle, flags, mode & 0o777)
-        written = 0
-        try:
-            pos = 0
-            for data in chunks:
-                n = len(data)
-                if n == CHUNK and data == _ZEROS:
-                    os.lseek(fd, n, os.SEEK_CUR)
-                else:
-                    view = memoryview(data)
-                    while view:
-                        k = os.write(fd, view)
-                        view = view[k:]
-                    written += n
-                pos += n
+        self._fds[handle] = fd
+        pos = 0
+        hole = False
+        for data in chunks:
+            n = len(data)
+            if n == CHUNK and data == _ZEROS:
+                os.lseek(fd, n, os.SEEK_CUR)
+                hole = True
+            else:
+                view = memoryview(data)
+                while view:
+                    k = os.write(fd, view)
+                    view = view[k:]
+                hole = False
+            pos += n
+        if hole:  # the file ends in a hole: give it its size
             os.ftruncate(fd, pos)
-        finally:
-            os.close(fd)
         return pos
+
+    def release(self, handle: Any) -> None:
+        fd = self._fds.pop(handle, None)
+        if fd is not None:
+            os.close(fd)
 
     def symlink(self, dirh: Any, name: str, target: str, uid: int | None, gid: int | None) -> Any:
         path = os.path.join(dirh, name)
@@ -278,22 +296,34 @@ class _HostSink:
         xattrs: list[tuple[str, bytes]],
     ) -> None:
         link = _stat.S_ISLNK(st.st_mode)
+        fd = self._fds.get(handle)
+        target: Any = handle if fd is None else fd
+        nofollow = fd is None  # calls on an fd take no follow_symlinks
         if owner:
             try:
-                os.chown(handle, st.st_uid, st.st_gid, follow_symlinks=False)
+                if nofollow:
+                    os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+                else:
+                    os.fchown(fd, st.st_uid, st.st_gid)  # type: ignore[arg-type]
             except OSError as exc:
                 if exc.errno not in _SOFT_ERRNOS:
                     raise
         for name, value in xattrs:
             try:
-                os.setxattr(handle, name, value, follow_symlinks=False)
+                if nofollow:
+                    os.setxattr(target, name, value, follow_symlinks=False)
+                else:
+                    os.setxattr(target, name, value)
             except OSError as exc:
                 if exc.errno not in _SOFT_ERRNOS:
                     raise
         if mode is not None and not link:
-            os.chmod(handle, mode)
+            os.chmod(target, mode)
         if times:
-            os.utime(handle, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            if nofollow:
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            else:
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def display(self, handle: Any) -> str:
         return str(handle)
@@ -363,6 +393,9 @@ class _FsSink:
             if self.fs.getattr(ino).st_size != pos:
                 self.fs.setattr(ino, size=pos)
         return pos
+
+    def release(self, handle: Any) -> None:
+        return None
 
     def symlink(self, dirh: Any, name: str, target: str, uid: int | None, gid: int | None) -> Any:
         dino, dpath = dirh
@@ -532,12 +565,15 @@ class _Copier:
             if existing is not None and not overwrite:
                 self.dst.remove(dirh, name)
             handle = self.dst.create(dirh, name, self.mode_for(st), uid, gid, overwrite)
-            n = self.dst.write_file(
-                handle, self._progress(self.src.chunks(sh, st)), st.st_size, self.mode_for(st)
-            )
-            self.stats.files += 1
-            self.stats.bytes += n
-            self.finish_attrs(handle, st, new=not overwrite, sh=sh)
+            try:
+                n = self.dst.write_file(
+                    handle, self._progress(self.src.chunks(sh, st)), st.st_size, self.mode_for(st)
+                )
+                self.stats.files += 1
+                self.stats.bytes += n
+                self.finish_attrs(handle, st, new=not overwrite, sh=sh)
+            finally:
+                self.dst.release(handle)
         elif kind == _stat.S_IFLNK:
             if existing is not None:
                 self.dst.remove(dirh, name)

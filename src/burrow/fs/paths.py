@@ -59,22 +59,26 @@ def _eloop(path: str) -> FilesystemError:
     return error_for_errno(errno.ELOOP, "Too many levels of symbolic links", path=path)
 
 
-@contextlib.contextmanager
-def _at(path: str) -> Iterator[None]:
-    """Attach the caller's path to filesystem errors raised inside (drivers only know names)."""
-    try:
-        yield
-    except FilesystemError as exc:
+def tag_error(exc: BurrowError, path: str) -> None:
+    """Attach the caller's path to an error from a driver (drivers only know names)."""
+    if isinstance(exc, FilesystemError):
         exc.path = path
         exc.filename = path
         # Drivers often put a bare name in the message ("a"); the path now says where, so
         # the message should say what, as the kernel's errno text does.
         if exc.errno_value == errno.ENOENT or " " not in exc.message.strip():
             exc.message = exc.strerror = os.strerror(exc.errno_value)
-        raise
+    elif exc.path is None:
+        exc.path = path
+
+
+@contextlib.contextmanager
+def _at(path: str) -> Iterator[None]:
+    """Run a block with :func:`tag_error` applied to any ``BurrowError`` it raises."""
+    try:
+        yield
     except BurrowError as exc:
-        if exc.path is None:
-            exc.path = path
+        tag_error(exc, path)
         raise
 
 
