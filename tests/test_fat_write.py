@@ -408,3 +408,22 @@ def test_non_bmp_names_round_trip(opened: Opened) -> None:
     with RawDevice(opened.path) as dev, open_fat(dev) as fs:
         assert fs_tree(fs) == {f"/{name}": b"pair"}
         assert fs.lookup(fs.root_ino, name.upper()) == fs.lookup(fs.root_ino, name)
+
+
+def test_failed_rename_changes_nothing(tmp_path: Path) -> None:
+    img = make_fat(tmp_path / "floppy.img", None, size_kib=1440)
+    o = Opened(img)
+    fs = o.fs
+    d = fs.mkdir(fs.root_ino, "d", 0o755)
+    inner = _write_file(fs, d, "a long file name inside", b"precious")
+    with pytest.raises(NoSpace):
+        for i in range(300):  # fill the fixed root directory
+            fs.create(fs.root_ino, f"filler {i}", 0o644)
+    with pytest.raises(NoSpace):
+        fs.rename(d, "a long file name inside", fs.root_ino, "yet another long name")
+    assert fs.lookup(d, "a long file name inside") == inner
+    assert fs.read(inner, 0, 100) == b"precious"
+    o.close()
+    fsck_clean(img)
+    with RawDevice(img) as dev, open_fat(dev) as fs2:
+        assert fs_tree(fs2)["/d/a long file name inside"] == b"precious"

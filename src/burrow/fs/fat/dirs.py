@@ -272,6 +272,20 @@ class Directory:
         (the fixed root) means the directory cannot grow.
         """
         n = len(lfn) + 1
+        start = self.ensure_room(n, grow)
+        entry.first_slot = start
+        entry.slot = start + n - 1
+        self.write_slots(start, b"".join(lfn) + entry.pack())
+        if entry.slot >= self.end_slot:
+            self.end_slot = entry.slot + 1
+            nxt = self.end_slot
+            if nxt < self.slots and self.data[nxt * DIRENT_SIZE] != 0:
+                self.write_slots(nxt, bytes(DIRENT_SIZE))  # keep the end marker after us
+        self._add(entry)
+
+    def ensure_room(self, n: int, grow: Callable[[], int] | None) -> int:
+        """First slot of a free run of ``n`` slots, growing the directory if needed (raises
+        ``NoSpace`` before changing anything when it cannot)."""
         start = self._free_run(n)
         while start is None:
             if grow is None or self.clusters is None:
@@ -282,15 +296,7 @@ class Directory:
             self.clusters.append(cluster)
             self.data.extend(bytes(self.geo.cluster_size))
             start = self._free_run(n)
-        entry.first_slot = start
-        entry.slot = start + n - 1
-        self.write_slots(start, b"".join(lfn) + entry.pack())
-        if entry.slot >= self.end_slot:
-            self.end_slot = entry.slot + 1
-            nxt = self.end_slot
-            if nxt < self.slots and self.data[nxt * DIRENT_SIZE] != 0:
-                self.write_slots(nxt, bytes(DIRENT_SIZE))  # keep the end marker after us
-        self._add(entry)
+        return start
 
     def update(self, entry: Entry) -> None:
         """Rewrite ``entry``'s short entry (size, cluster, times, attributes changed)."""

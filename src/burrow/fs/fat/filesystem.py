@@ -668,7 +668,14 @@ class FatFilesystem(Filesystem):
                         raise NotEmpty(path=new_name)
                 elif target.is_dir:
                     raise IsADirectory(path=new_name)
-            # Remove the target first (its name must be free), then add, then drop the old.
+            # Everything that can fail is checked before anything changes: room for the new
+            # entry (growing the directory first if need be) and the moved directory's "..".
+            units = len(target_name.encode("utf-16-le")) // 2
+            slots = 1 if names.short_form(target_name) is not None else 1 + (units + 12) // 13
+            dst_dir.ensure_room(slots, self._grow_dir(dst_dir))
+            if e.is_dir and old_parent != new_parent and self._directory(ino).dotdot_slot is None:
+                raise CorruptImage("FAT directory", None, f"{e.name!r} has no '..' entry")
+            # Remove the target first (its name must be free), then the old entry, then add.
             if target is not None:
                 tnode = self._node_if_known(new_parent, target)
                 tchain = self._chain_of(tnode, target)
