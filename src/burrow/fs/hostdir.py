@@ -127,6 +127,13 @@ def _check_name(name: str) -> None:
 
 
 @dataclass
+class _Fd:
+    fd: int
+    users: int = 0
+    evicted: bool = False
+
+
+@dataclass
 class _Node:
     parent: int  # 0 for the root
     name: str
@@ -177,7 +184,7 @@ class HostDirFilesystem(Filesystem):
         self.root_ino = st.st_ino
         self._nodes: dict[int, _Node] = {self.root_ino: _Node(0, "")}
         self._lock = threading.RLock()
-        self._files: OrderedDict[tuple[int, bool], int] = OrderedDict()
+        self._files: OrderedDict[tuple[int, bool], _Fd] = OrderedDict()
         self._max_files = max_open_files
         self.root = os.fspath(root)
 
@@ -245,27 +252,47 @@ class HostDirFilesystem(Filesystem):
         finally:
             os.close(fd)
 
-    def _file(self, ino: int, write: bool) -> int:
-        """A cached read (or read-write) fd of a regular file."""
+    @contextlib.contextmanager
+    def _file(self, ino: int, write: bool) -> Iterator[int]:
+        """A cached read (or read-write) fd of a regular file, held for the ``with`` block.
+
+        The cache is shared by threads (the share worker runs several): an fd evicted or
+        forgotten while in use is closed by its last user, never under it."""
         key = (ino, write)
         with self._lock:
-            fd = self._files.get(key)
-            if fd is not None:
+            entry = self._files.get(key)
+            if entry is not None:
                 self._files.move_to_end(key)
-                return fd
-        fd = self._open_ino(ino, os.O_RDWR if write else os.O_RDONLY)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise error_for_errno(errno.EISDIR, "not a regular file")
-        with self._lock:
-            old = self._files.pop(key, None)
-            self._files[key] = fd
-            while len(self._files) > self._max_files:
-                _, victim = self._files.popitem(last=False)
-                os.close(victim)
-            if old is not None:
-                os.close(old)
-        return fd
+                entry.users += 1
+        if entry is None:
+            fd = self._open_ino(ino, os.O_RDWR if write else os.O_RDONLY)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise error_for_errno(errno.EISDIR, "not a regular file")
+            with self._lock:
+                entry = self._files.get(key)
+                if entry is not None:  # another thread won the race: use its fd
+                    os.close(fd)
+                    entry.users += 1
+                else:
+                    entry = _Fd(fd, 1)
+                    self._files[key] = entry
+                    while len(self._files) > self._max_files:
+                        _, victim = self._files.popitem(last=False)
+                        self._drop(victim)
+        try:
+            yield entry.fd
+        finally:
+            with self._lock:
+                entry.users -= 1
+                if entry.evicted and entry.users == 0:
+                    os.close(entry.fd)
+
+    @staticmethod
+    def _drop(entry: _Fd) -> None:
+        entry.evicted = True
+        if entry.users == 0:
+            os.close(entry.fd)
 
     def _forget(self, ino: int, parent: int | None = None, name: str | None = None) -> None:
         with self._lock:
@@ -277,9 +304,9 @@ class HostDirFilesystem(Filesystem):
             ):
                 del self._nodes[ino]
             for key in [(ino, False), (ino, True)]:
-                fd = self._files.pop(key, None)
-                if fd is not None:
-                    os.close(fd)
+                entry = self._files.pop(key, None)
+                if entry is not None:
+                    self._drop(entry)
 
     def _remember(self, st: os.stat_result, parent: int, name: str) -> int:
         if st.st_dev != self._dev:
@@ -337,11 +364,11 @@ class HostDirFilesystem(Filesystem):
     def read(self, ino: int, offset: int, n: int) -> bytes:
         if offset < 0 or n < 0:
             raise InvalidArgument("negative offset or length")
-        fd = self._file(ino, False)
-        try:
-            return os.pread(fd, n, offset)
-        except OSError as exc:
-            raise _err(exc) from None
+        with self._file(ino, False) as fd:
+            try:
+                return os.pread(fd, n, offset)
+            except OSError as exc:
+                raise _err(exc) from None
 
     def readlink(self, ino: int) -> str:
         path = self._path(ino)
@@ -419,11 +446,11 @@ class HostDirFilesystem(Filesystem):
         self._writable()
         if offset < 0:
             raise InvalidArgument("negative offset")
-        fd = self._file(ino, True)
-        try:
-            return os.pwrite(fd, data, offset)
-        except OSError as exc:
-            raise _err(exc) from None
+        with self._file(ino, True) as fd:
+            try:
+                return os.pwrite(fd, data, offset)
+            except OSError as exc:
+                raise _err(exc) from None
 
     def _owner(self, name: str, pfd: int, uid: int, gid: int) -> None:
         if self.preserve_owner:
@@ -579,7 +606,8 @@ class HostDirFilesystem(Filesystem):
             if size is not None:
                 if size < 0:
                     raise InvalidArgument("negative size")
-                os.truncate(self._file(ino, True), size)
+                with self._file(ino, True) as wfd:
+                    os.truncate(wfd, size)
             if mode is not None and not is_link:
                 rfd = self._open_ino(ino, os.O_RDONLY | os.O_NONBLOCK)
                 try:
@@ -645,15 +673,15 @@ class HostDirFilesystem(Filesystem):
     # -- lifetime -------------------------------------------------------------------
     def sync(self) -> None:
         with self._lock:
-            fds = list(self._files.values())
-        for fd in fds:
-            with contextlib.suppress(OSError):
+            keys = [k for k in self._files if k[1]]
+        for ino, _ in keys:
+            with contextlib.suppress(OSError, FilesystemError), self._file(ino, True) as fd:
                 os.fsync(fd)
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._files.values():
-                os.close(fd)
+            for entry in self._files.values():
+                self._drop(entry)
             self._files.clear()
             if self._root_fd >= 0:
                 os.close(self._root_fd)

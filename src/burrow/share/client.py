@@ -1,0 +1,648 @@
+"""The share client: a remote export as a ``vfs.Filesystem`` (sync) or an async object.
+
+``connect("burrow://host:port/export", key=..., server_key=...)`` returns
+:class:`ShareFilesystem`, the same interface a local driver has, so the path layer, the CLI,
+fsspec and FUSE work on shares unchanged. :func:`connect_async` returns the
+:class:`AsyncShareClient` it is built on (all methods are coroutines with the same names).
+
+How it is fast (sshfs is the habit to beat): every call has an id and many are in flight on
+one connection; reads and writes larger than one chunk are split into chunk-sized calls that
+are all sent before the first answer is awaited (a window of :data:`WINDOW`); attributes seen
+in lookups are cached for :data:`ATTR_TTL` seconds (as NFS and sshfs do) and dropped on any
+change made through this client.
+
+After a dropped connection the next call reconnects (new handshake; handles stay valid
+because the server derives them from its static key) up to ``retries`` times with backoff,
+then fails with :class:`ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from burrow.errors import (
+    BurrowError,
+    ConnectionLost,
+    PermissionDenied,
+    ProtocolError,
+    RemoteProtocolError,
+    UsageError,
+    error_for_errno,
+)
+from burrow.fs.vfs import DirEntry, Filesystem, FsInfo, Stat, StatFS
+from burrow.proto import shareproto as sp
+from burrow.proto.noise import KeyPair
+from burrow.proto.shareproto import Kind, Op
+from burrow.share.channel import Channel, open_channel
+from burrow.share.keys import KnownServers, resolve_private_key, resolve_server_key
+from burrow.share.worker import stat_from_tuple
+
+__all__ = [
+    "AsyncShareClient",
+    "ShareFilesystem",
+    "connect",
+    "connect_async",
+    "open_url",
+    "parse_url",
+]
+
+WINDOW = 32  # chunk calls in flight per read/write
+ATTR_TTL = 1.0
+DEFAULT_PORT = 7339
+_T = TypeVar("_T")
+
+
+def parse_url(url: str) -> tuple[str, int, str, str]:
+    """``burrow://host[:port]/export[/path]`` -> (host, port, export, path inside)."""
+    parts = urlsplit(url)
+    if parts.scheme != "burrow" or not parts.hostname:
+        raise UsageError(f"not a burrow:// URL: {url!r}")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise UsageError(f"bad port in {url!r}") from exc
+    export, _, inner = parts.path.lstrip("/").partition("/")
+    if not export:
+        raise UsageError(f"{url!r} names no export (burrow://host:port/EXPORT/...)")
+    return parts.hostname, port, export, "/" + inner
+
+
+class AsyncShareClient:
+    """One connection to one export; every ``vfs`` method as a coroutine."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        export: str,
+        *,
+        key: KeyPair,
+        server_key: bytes,
+        psk: bytes | None = None,
+        retries: int = 3,
+        timeout: float = 30.0,
+        call_timeout: float = 120.0,
+    ) -> None:
+        self.host, self.port, self.export = host, port, export
+        self.call_timeout = call_timeout
+        self.key, self.server_key, self.psk = key, server_key, psk
+        self.retries = retries
+        self.timeout = timeout
+        self._ch: Channel | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[sp.Frame]] = {}
+        self._next = 1
+        self._handles: dict[int, bytes] = {}
+        self._attrs: dict[int, tuple[float, Stat]] = {}
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.root_ino = 0
+        self.writable = False
+        self.reconnects = 0
+
+    # -- connection ----------------------------------------------------------------------
+    async def connect(self) -> None:
+        ch, welcome = await open_channel(
+            self.host,
+            self.port,
+            key=self.key,
+            server_key=self.server_key,
+            psk=self.psk,
+            hello=sp.encode_hello(self.export),
+            timeout=self.timeout,
+        )
+        try:
+            version, status, writable, root, message = sp.decode_welcome(welcome)
+        except RemoteProtocolError:
+            ch.abort()
+            raise
+        if status:
+            await ch.close()
+            err = error_for_errno(status, message)
+            if status == 13:
+                raise PermissionDenied(message or "no access to this export")
+            raise err
+        if version != sp.PROTOCOL_VERSION:
+            ch.abort()
+            raise RemoteProtocolError(f"server chose unsupported version {version}")
+        ino = struct.unpack_from("<Q", root)[0]
+        if self.root_ino and ino != self.root_ino:
+            ch.abort()
+            raise RemoteProtocolError("the export's root changed across a reconnect")
+        self.root_ino = ino
+        self._handles[ino] = root
+        self.writable = writable
+        self._ch = ch
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop(ch))
+
+    async def _read_loop(self, ch: Channel) -> None:
+        err: BaseException
+        try:
+            while True:
+                data = await ch.recv()
+                frame = sp.decode_frame(data, expect=Kind.REPLY)
+                fut = self._pending.pop(frame.call_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(frame)
+        except ProtocolError as exc:
+            err = exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc))
+            if isinstance(exc, RemoteProtocolError):
+                ch.abort()
+        except asyncio.CancelledError:
+            err = ConnectionLost("client closed")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        if self._ch is ch:
+            self._ch = None
+
+    def _current(self) -> Channel | None:
+        return self._ch
+
+    async def _ensure(self) -> Channel:
+        if self._closed:
+            raise ConnectionLost("the share connection is closed")
+        if self._ch is not None:
+            return self._ch
+        async with self._lock:
+            current = self._current()
+            if current is not None:
+                return current
+            delay = 0.2
+            last: BaseException | None = None
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                had_connection = self._reader is not None
+                try:
+                    await self.connect()
+                except ConnectionLost as exc:
+                    last = exc
+                    continue
+                except OSError as exc:
+                    if isinstance(exc, BurrowError):
+                        raise  # the server answered: no access, bad version...
+                    last = exc
+                    continue
+                if had_connection:
+                    self.reconnects += 1
+                current = self._current()
+                assert current is not None
+                return current
+            raise ConnectionLost(
+                f"share {self.host}:{self.port}/{self.export} unreachable after "
+                f"{self.retries + 1} attempts: {last}"
+            )
+
+    async def call(self, op: Op, *fields: Any) -> tuple[Any, ...]:
+        """One RPC; reconnects (bounded) when the connection dropped before the call."""
+        for attempt in range(2):
+            ch = await self._ensure()
+            call_id = self._next
+            self._next = (self._next + 1) & 0xFFFFFFFF or 1
+            fut: asyncio.Future[sp.Frame] = asyncio.get_running_loop().create_future()
+            self._pending[call_id] = fut
+            try:
+                ch.send_nowait(sp.encode_request(op, call_id, *fields))
+                await ch.drain()
+                try:
+                    frame = await asyncio.wait_for(fut, self.call_timeout)
+                except TimeoutError:
+                    # A link that died silently (no RST): drop it and let the retry reconnect.
+                    ch.abort()
+                    self._ch = None
+                    raise ConnectionLost(f"no answer within {self.call_timeout} s") from None
+            except ConnectionLost:
+                self._pending.pop(call_id, None)
+                if attempt or self._closed:
+                    raise
+                continue
+            if frame.kind == Kind.ERROR:
+                code, message = frame.fields
+                raise error_for_errno(code, message)
+            return frame.fields
+        raise ConnectionLost("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        self._closed = True
+        ch, self._ch = self._ch, None
+        if ch is not None:
+            with contextlib.suppress(BurrowError, OSError):
+                await ch.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    # -- handles and caches --------------------------------------------------------------
+    def _h(self, ino: int) -> bytes:
+        handle = self._handles.get(ino)
+        if handle is None:
+            raise error_for_errno(116, f"unknown inode {ino} (look it up first)")  # ESTALE
+        return handle
+
+    def _learn(self, handle: bytes, attr: tuple[int, ...] | None = None) -> int:
+        ino = int(struct.unpack_from("<Q", handle)[0])
+        self._handles[ino] = handle
+        if attr is not None:
+            self._attrs[ino] = (time.monotonic(), stat_from_tuple(attr))
+        return ino
+
+    def _dirty(self, *inos: int) -> None:
+        for ino in inos:
+            self._attrs.pop(ino, None)
+
+    # -- vfs operations --------------------------------------------------------------------
+    async def lookup(self, parent: int, name: str) -> int:
+        handle, attr = await self.call(Op.LOOKUP, self._h(parent), name)
+        return self._learn(handle, attr)
+
+    async def getattr(self, ino: int) -> Stat:
+        cached = self._attrs.get(ino)
+        if cached is not None and time.monotonic() - cached[0] < ATTR_TTL:
+            return cached[1]
+        (attr,) = await self.call(Op.GETATTR, self._h(ino))
+        st = stat_from_tuple(attr)
+        self._attrs[ino] = (time.monotonic(), st)
+        return st
+
+    async def readdir(self, ino: int) -> list[DirEntry]:
+        out: list[DirEntry] = []
+        start = 0
+        while True:
+            entries, nxt = await self.call(Op.READDIR, self._h(ino), start)
+            for name, handle, mode in entries:
+                out.append(DirEntry(name, self._learn(handle), mode))
+            if not nxt or nxt <= start:
+                return out
+            start = nxt
+
+    async def read(self, ino: int, offset: int, n: int) -> bytes:
+        if n <= sp.MAX_CHUNK:
+            (data,) = await self.call(Op.READ, self._h(ino), offset, n)
+            return bytes(data)
+        handle = self._h(ino)
+        parts: list[bytes] = []
+        pos, end = offset, offset + n
+        while pos < end:
+            batch = []
+            for _ in range(WINDOW):
+                if pos >= end:
+                    break
+                size = min(sp.MAX_CHUNK, end - pos)
+                batch.append(self.call(Op.READ, handle, pos, size))
+                pos += size
+            results = await asyncio.gather(*batch)
+            for (data,) in results:
+                parts.append(data)
+                if len(data) < sp.MAX_CHUNK:
+                    return b"".join(parts)  # end of file
+        return b"".join(parts)
+
+    async def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
+        handle = self._h(ino)
+        self._dirty(ino)
+        view = memoryview(data)
+        total = 0
+        calls = []
+        for off in range(0, len(view), sp.MAX_CHUNK):
+            calls.append(self.call(Op.WRITE, handle, offset + off, view[off : off + sp.MAX_CHUNK]))
+            if len(calls) >= WINDOW:
+                total += sum(r[0] for r in await asyncio.gather(*calls))
+                calls = []
+        if calls:
+            total += sum(r[0] for r in await asyncio.gather(*calls))
+        self._dirty(ino)
+        return total
+
+    async def _make(self, op: Op, parent: int, *args: Any) -> int:
+        handle, attr = await self.call(op, self._h(parent), *args)
+        self._dirty(parent)
+        return self._learn(handle, attr)
+
+    async def create(self, parent: int, name: str, mode: int) -> int:
+        return await self._make(Op.CREATE, parent, name, mode & 0o7777)
+
+    async def mkdir(self, parent: int, name: str, mode: int) -> int:
+        return await self._make(Op.MKDIR, parent, name, mode & 0o7777)
+
+    async def symlink(self, parent: int, name: str, target: str) -> int:
+        return await self._make(Op.SYMLINK, parent, name, target)
+
+    async def readlink(self, ino: int) -> str:
+        (target,) = await self.call(Op.READLINK, self._h(ino))
+        return str(target)
+
+    async def link(self, ino: int, new_parent: int, new_name: str) -> None:
+        (attr,) = await self.call(Op.LINK, self._h(ino), self._h(new_parent), new_name)
+        self._dirty(new_parent)
+        self._attrs[ino] = (time.monotonic(), stat_from_tuple(attr))
+
+    async def unlink(self, parent: int, name: str) -> None:
+        await self.call(Op.UNLINK, self._h(parent), name)
+        self._dirty(parent)
+        self._attrs.clear()  # link counts of unknown inodes changed
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        await self.call(Op.RMDIR, self._h(parent), name)
+        self._dirty(parent)
+
+    async def rename(
+        self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
+    ) -> None:
+        await self.call(
+            Op.RENAME, self._h(old_parent), old_name, self._h(new_parent), new_name, flags
+        )
+        self._attrs.clear()
+
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> Stat:
+        mask = 0
+        for bit, value in (
+            (sp.SET_MODE, mode),
+            (sp.SET_UID, uid),
+            (sp.SET_GID, gid),
+            (sp.SET_SIZE, size),
+            (sp.SET_ATIME, atime_ns),
+            (sp.SET_MTIME, mtime_ns),
+        ):
+            if value is not None:
+                mask |= bit
+        if size is not None and size < 0:
+            raise error_for_errno(22, "negative size")
+        (attr,) = await self.call(
+            Op.SETATTR,
+            self._h(ino),
+            mask,
+            (mode or 0) & 0o7777,
+            uid or 0,
+            gid or 0,
+            size or 0,
+            atime_ns or 0,
+            mtime_ns or 0,
+        )
+        st = stat_from_tuple(attr)
+        self._attrs[ino] = (time.monotonic(), st)
+        return st
+
+    async def listxattr(self, ino: int) -> list[str]:
+        (names,) = await self.call(Op.LISTXATTR, self._h(ino))
+        return list(names)
+
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        (value,) = await self.call(Op.GETXATTR, self._h(ino), name)
+        return bytes(value)
+
+    async def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
+        await self.call(Op.SETXATTR, self._h(ino), name, value, flags)
+
+    async def removexattr(self, ino: int, name: str) -> None:
+        await self.call(Op.REMOVEXATTR, self._h(ino), name)
+
+    async def statfs(self) -> StatFS:
+        (t,) = await self.call(Op.STATFS)
+        return StatFS(*t)
+
+    async def sync(self) -> None:
+        await self.call(Op.SYNC)
+
+
+class ShareFilesystem(Filesystem):
+    """A remote export as a synchronous ``vfs.Filesystem`` (an event loop runs in a thread)."""
+
+    def __init__(self, client: AsyncShareClient, *, readonly: bool | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="burrow-share-client", daemon=True
+        )
+        self._thread.start()
+        self._client = client
+        self._closed = False
+        try:
+            self._run(client._ensure())
+        except BaseException:
+            self._stop()
+            raise
+        self.root_ino = client.root_ino
+        self.readonly = (
+            (not client.writable) if readonly is None else (readonly or not client.writable)
+        )
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._closed:
+            coro.close()
+            raise ConnectionLost("the share filesystem is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def _w(self) -> None:
+        if self.readonly:
+            from burrow.errors import ReadOnly
+
+            raise ReadOnly("the share is mounted read-only")
+
+    @property
+    def client(self) -> AsyncShareClient:
+        return self._client
+
+    def lookup(self, parent: int, name: str) -> int:
+        return self._run(self._client.lookup(parent, name))
+
+    def getattr(self, ino: int) -> Stat:
+        return self._run(self._client.getattr(ino))
+
+    def readdir(self, ino: int) -> Iterator[DirEntry]:
+        return iter(self._run(self._client.readdir(ino)))
+
+    def read(self, ino: int, offset: int, n: int) -> bytes:
+        return self._run(self._client.read(ino, offset, n))
+
+    def readlink(self, ino: int) -> str:
+        return self._run(self._client.readlink(ino))
+
+    def listxattr(self, ino: int) -> list[str]:
+        return self._run(self._client.listxattr(ino))
+
+    def getxattr(self, ino: int, name: str) -> bytes:
+        return self._run(self._client.getxattr(ino, name))
+
+    def statfs(self) -> StatFS:
+        return self._run(self._client.statfs())
+
+    def info(self) -> FsInfo:
+        c = self._client
+        return FsInfo(
+            fstype="share",
+            extra={"url": f"burrow://{c.host}:{c.port}/{c.export}", "writable": c.writable},
+        )
+
+    def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
+        self._w()
+        return self._run(self._client.write(ino, offset, data))
+
+    def create(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0) -> int:
+        self._w()
+        return self._run(self._client.create(parent, name, mode))
+
+    def mkdir(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0) -> int:
+        self._w()
+        return self._run(self._client.mkdir(parent, name, mode))
+
+    def symlink(self, parent: int, name: str, target: str, uid: int = 0, gid: int = 0) -> int:
+        self._w()
+        return self._run(self._client.symlink(parent, name, target))
+
+    def link(self, ino: int, new_parent: int, new_name: str) -> None:
+        self._w()
+        self._run(self._client.link(ino, new_parent, new_name))
+
+    def unlink(self, parent: int, name: str) -> None:
+        self._w()
+        self._run(self._client.unlink(parent, name))
+
+    def rmdir(self, parent: int, name: str) -> None:
+        self._w()
+        self._run(self._client.rmdir(parent, name))
+
+    def rename(
+        self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
+    ) -> None:
+        self._w()
+        self._run(self._client.rename(old_parent, old_name, new_parent, new_name, flags))
+
+    def setattr(
+        self,
+        ino: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> Stat:
+        self._w()
+        return self._run(
+            self._client.setattr(
+                ino, mode=mode, uid=uid, gid=gid, size=size, atime_ns=atime_ns, mtime_ns=mtime_ns
+            )
+        )
+
+    def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
+        self._w()
+        self._run(self._client.setxattr(ino, name, value, flags))
+
+    def removexattr(self, ino: int, name: str) -> None:
+        self._w()
+        self._run(self._client.removexattr(ino, name))
+
+    def sync(self) -> None:
+        if not self.readonly:
+            self._run(self._client.sync())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._run(self._client.aclose())
+        finally:
+            self._closed = True
+            self._stop()
+
+
+def _resolve(
+    url: str,
+    key: str | os.PathLike[str] | KeyPair | None,
+    server_key: str | bytes | None,
+    known_servers: str | os.PathLike[str] | None,
+) -> tuple[str, int, str, KeyPair, bytes]:
+    host, port, export, _ = parse_url(url)
+    pair = resolve_private_key(key)
+    hostport = f"{host}:{port}"
+    skey = resolve_server_key(hostport, server_key, known=KnownServers(known_servers))
+    if skey is None:
+        raise UsageError(
+            f"no public key for server {hostport}: pass --server-key, set BURROW_SERVER_KEY "
+            "or add it to the known-servers file"
+        )
+    return host, port, export, pair, skey
+
+
+async def connect_async(
+    url: str,
+    *,
+    key: str | os.PathLike[str] | KeyPair | None = None,
+    server_key: str | bytes | None = None,
+    known_servers: str | os.PathLike[str] | None = None,
+    psk: bytes | None = None,
+    retries: int = 3,
+) -> AsyncShareClient:
+    """Connect to ``burrow://host:port/export`` and return the async client."""
+    host, port, export, pair, skey = _resolve(url, key, server_key, known_servers)
+    client = AsyncShareClient(
+        host, port, export, key=pair, server_key=skey, psk=psk, retries=retries
+    )
+    await client._ensure()
+    return client
+
+
+def connect(
+    url: str,
+    *,
+    key: str | os.PathLike[str] | KeyPair | None = None,
+    server_key: str | bytes | None = None,
+    known_servers: str | os.PathLike[str] | None = None,
+    psk: bytes | None = None,
+    retries: int = 3,
+    readonly: bool | None = None,
+) -> ShareFilesystem:
+    """Connect to ``burrow://host:port/export``; a ``vfs.Filesystem`` (close it when done).
+
+    ``key``: private key file (default ``BURROW_KEY``); ``server_key``: base64 or raw
+    (default ``BURROW_SERVER_KEY``, then the known-servers file).
+    """
+    host, port, export, pair, skey = _resolve(url, key, server_key, known_servers)
+    client = AsyncShareClient(
+        host, port, export, key=pair, server_key=skey, psk=psk, retries=retries
+    )
+    return ShareFilesystem(client, readonly=readonly)
+
+
+def open_url(
+    url: str,
+    *,
+    key: str | os.PathLike[str] | KeyPair | None = None,
+    server_key: str | bytes | None = None,
+    writable: bool = False,
+    readonly: bool | None = None,
+    known_servers: str | os.PathLike[str] | None = None,
+) -> ShareFilesystem:
+    """For the CLI and ``burrow.disk.open_target``: ``burrow://host:port/export[/...]`` as a
+    filesystem (read-only unless ``writable``); keys from ``BURROW_KEY`` /
+    ``BURROW_SERVER_KEY`` / the known-servers file when not given. The path after the export
+    is left to the caller."""
+    ro = (not writable) if readonly is None else readonly
+    return connect(url, key=key, server_key=server_key, known_servers=known_servers, readonly=ro)

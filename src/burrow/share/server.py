@@ -1,0 +1,413 @@
+"""``burrow serve``: the network-facing share server.
+
+This process accepts secure channels (:mod:`burrow.share.channel`), checks every call, and
+forwards it to the export's worker process (:mod:`burrow.share.worker`); it never opens a file
+of an export itself. Per call it checks:
+
+* the frame is well formed and bounded (:mod:`burrow.proto.shareproto`);
+* the peer may write, for operations that change anything (``rw`` in the peers file, the
+  export opened writable);
+* every handle carries a valid MAC for *this* export and *this* peer's key (forged handles and
+  handles from another export or another peer are refused with ``ESTALE``).
+
+One audit line per connection and per refused call goes to the ``burrow.share.audit`` logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import errno
+import hashlib
+import hmac
+import logging
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from burrow.errors import (
+    BurrowError,
+    ConnectionLost,
+    ProtocolError,
+    RemoteProtocolError,
+    UsageError,
+)
+from burrow.proto import shareproto as sp
+from burrow.proto.noise import KeyPair, hash_
+from burrow.proto.securechannel import PeerInfo
+from burrow.proto.shareproto import Kind, Op
+from burrow.share.channel import Channel, ChannelServer
+from burrow.share.keys import Peers
+from burrow.share.worker import parse_ready
+
+__all__ = ["Export", "ShareServer", "audit"]
+
+audit = logging.getLogger("burrow.share.audit")
+MAX_IN_FLIGHT = 64  # calls per connection being worked on
+_HANDLE_LABEL = b"burrow share handle key v1"
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _fingerprint(key: bytes) -> str:
+    return base64.b64encode(key).decode()[:12]
+
+
+@dataclass
+class Export:
+    name: str
+    path: str
+    writable: bool = False  # the server may write it (images opened writable)
+    root_ino: int = 0
+    link: WorkerLink | None = None
+
+
+@dataclass
+class _Conn:
+    peer: PeerInfo
+    key: bytes
+    export: Export | None = None
+    writable: bool = False
+    refused: str = ""
+    calls: int = 0
+    refused_calls: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class WorkerLink:
+    """The network process's end of one worker's ``SOCK_SEQPACKET`` socket."""
+
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes] | None) -> None:
+        self.sock = sock
+        self.proc = proc
+        self._pending: dict[int, asyncio.Future[bytes]] = {}
+        self._next = 1
+        self._reader: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
+        self.failed: BaseException | None = None
+
+    async def start(self, timeout: float = 30.0) -> tuple[int, bool]:
+        loop = asyncio.get_running_loop()
+        self.sock.setblocking(False)
+        async with asyncio.timeout(timeout):
+            data = await loop.sock_recv(self.sock, 64)
+        if not data:
+            raise UsageError("the export worker exited before it was ready (see its stderr)")
+        ready = parse_ready(data)
+        self._reader = loop.create_task(self._read_loop())
+        return ready
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await loop.sock_recv(self.sock, sp.MAX_MESSAGE + 1)
+                if not data:
+                    raise ConnectionLost("export worker exited")
+                if len(data) < sp.FRAME.size:
+                    continue
+                call_id = sp.FRAME.unpack_from(data, 0)[3]
+                fut = self._pending.pop(call_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(data)
+        except (OSError, ConnectionLost) as exc:
+            self.failed = exc
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionLost("export worker is gone"))
+            self._pending.clear()
+
+    async def call(self, op: Op, *fields: Any) -> bytes:
+        if self.failed is not None:
+            raise ConnectionLost("export worker is gone")
+        call_id = self._next
+        self._next = (self._next + 1) & 0xFFFFFFFF or 1
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = fut
+        try:
+            # One sender at a time: the selector keeps one writer callback per socket, so
+            # concurrent sock_sendall calls would lose each other's wake-ups.
+            async with self._send_lock:
+                await asyncio.get_running_loop().sock_sendall(
+                    self.sock, sp.encode_request(op, call_id, *fields)
+                )
+            return await fut
+        finally:
+            self._pending.pop(call_id, None)
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self.sock.close()
+        if self.proc is not None:
+            try:
+                await asyncio.to_thread(self.proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def spawn_worker(
+    path: str, *, writable: bool, user: str | None = None, no_network: bool = False
+) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    """Start ``python -m burrow.share.worker`` with one end of a socketpair."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    cmd = [
+        sys.executable,
+        "-m",
+        "burrow.share.worker",
+        "--fd",
+        str(theirs.fileno()),
+        "--path",
+        path,
+    ]
+    if writable:
+        cmd.append("--writable")
+    if user is not None:
+        cmd += ["--user", user]
+    if no_network:
+        cmd.append("--no-network")
+    proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+    theirs.close()
+    return ours, proc
+
+
+class ShareServer:
+    """Serves ``exports`` (name -> host directory or ``IMAGE[@PART]``) to ``peers``."""
+
+    def __init__(
+        self,
+        exports: Mapping[str, str],
+        *,
+        key: KeyPair,
+        peers: Peers,
+        readonly: bool = False,
+        user: str | None = None,
+        no_network: bool = False,
+        **channel_options: Any,
+    ) -> None:
+        for name in exports:
+            if not name or set(name) - _NAME_OK or len(name) > sp.MAX_NAME:
+                raise UsageError(f"bad export name {name!r} (letters, digits, . _ -)")
+        self.exports = {n: Export(n, p, not readonly) for n, p in exports.items()}
+        self.key = key
+        self.peers = peers
+        self.user = user
+        self.no_network = no_network
+        self._handle_key = hash_(_HANDLE_LABEL + key.private)
+        self._conns: dict[Channel, _Conn] = {}
+        self.channel = ChannelServer(
+            key=key,
+            authorize=self._authorize,
+            handler=self._handle,
+            on_hello=self._on_hello,
+            on_refused=self._on_refused,
+            **channel_options,
+        )
+        self.statistics = {"connections": 0, "calls": 0, "refused_calls": 0, "refused": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start_workers(self) -> None:
+        for export in self.exports.values():
+            sock, proc = spawn_worker(
+                export.path, writable=export.writable, user=self.user, no_network=self.no_network
+            )
+            export.link = WorkerLink(sock, proc)
+            export.root_ino, export.writable = await export.link.start()
+
+    async def start(
+        self, host: str | None, port: int, *, sock: socket.socket | None = None
+    ) -> None:
+        await self.start_workers()
+        await self.channel.start(host, port, sock=sock)
+
+    @property
+    def port(self) -> int:
+        return self.channel.port
+
+    async def aclose(self) -> None:
+        await self.channel.aclose()
+        for export in self.exports.values():
+            if export.link is not None:
+                await export.link.aclose()
+
+    # -- handles -----------------------------------------------------------------------
+    def _mac(self, export: str, peer_key: bytes, ino: int) -> bytes:
+        msg = export.encode() + b"\0" + peer_key + struct.pack("<Q", ino)
+        return hashlib.blake2s(msg, key=self._handle_key, digest_size=16).digest()
+
+    def make_handle(self, export: str, peer_key: bytes, ino: int) -> bytes:
+        return struct.pack("<Q", ino) + self._mac(export, peer_key, ino)
+
+    def check_handle(self, export: str, peer_key: bytes, handle: bytes) -> int:
+        ino = struct.unpack_from("<Q", handle)[0]
+        if not hmac.compare_digest(self._mac(export, peer_key, ino), handle[8:]):
+            raise _Refused(errno.ESTALE, "invalid file handle")
+        return int(ino)
+
+    # -- handshake -----------------------------------------------------------------------
+    def _authorize(self, key: bytes) -> PeerInfo | None:
+        peer = self.peers.get(key)
+        return PeerInfo(peer.name, peer.psk) if peer is not None else None
+
+    def _on_refused(self, source: str, exc: BaseException) -> None:
+        self.statistics["refused"] += 1
+        audit.warning("refused-connection from=%s reason=%s", source, exc)
+
+    def _on_hello(self, ch: Channel, payload: bytes) -> bytes:
+        key = ch.remote_static or b""
+        peer = self.peers.get(key)
+        assert peer is not None and ch.peer is not None  # authorize() ran first
+        conn = _Conn(ch.peer, key)
+        self._conns[ch] = conn
+        try:
+            lo, hi, name = sp.decode_hello(payload)
+        except RemoteProtocolError as exc:
+            conn.refused = str(exc)
+            return sp.encode_welcome(sp.PROTOCOL_VERSION, status=errno.EPROTO, message=str(exc))
+        if not lo <= sp.PROTOCOL_VERSION <= hi:
+            conn.refused = f"no common protocol version ({lo}..{hi})"
+            return sp.encode_welcome(sp.PROTOCOL_VERSION, status=errno.EPROTO, message=conn.refused)
+        export = self.exports.get(name)
+        access = peer.access(name)
+        if export is None or access is None:
+            # Same answer for "no such export" and "not yours": do not reveal export names.
+            conn.refused = f"no access to export {name!r}"
+            return sp.encode_welcome(sp.PROTOCOL_VERSION, status=errno.EACCES, message=conn.refused)
+        conn.export = export
+        conn.writable = access == "rw" and export.writable
+        root = self.make_handle(name, key, export.root_ino)
+        return sp.encode_welcome(sp.PROTOCOL_VERSION, writable=conn.writable, root=root)
+
+    # -- calls -------------------------------------------------------------------------
+    async def _handle(self, ch: Channel) -> None:
+        conn = self._conns.pop(ch, None)
+        if conn is None:
+            return
+        source = ch.source_address()
+        if conn.export is None:
+            audit.warning(
+                "refused-export peer=%s key=%s from=%s reason=%s",
+                conn.peer.name,
+                _fingerprint(conn.key),
+                source,
+                conn.refused,
+            )
+            self.statistics["refused"] += 1
+            await asyncio.sleep(0.05)  # let the welcome leave before the close
+            return
+        self.statistics["connections"] += 1
+        audit.info(
+            "connect peer=%s key=%s from=%s export=%s access=%s",
+            conn.peer.name,
+            _fingerprint(conn.key),
+            source,
+            conn.export.name,
+            "rw" if conn.writable else "ro",
+        )
+        sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    data = await ch.recv()
+                except ConnectionLost:
+                    break
+                await sem.acquire()
+                task = loop.create_task(self._call(ch, conn, data))
+                conn.tasks.add(task)
+                task.add_done_callback(conn.tasks.discard)
+                task.add_done_callback(lambda _t: sem.release())
+        except ProtocolError as exc:
+            audit.warning("protocol-error peer=%s from=%s reason=%s", conn.peer.name, source, exc)
+        finally:
+            for task in list(conn.tasks):
+                task.cancel()
+            if conn.tasks:
+                await asyncio.gather(*conn.tasks, return_exceptions=True)
+            audit.info(
+                "disconnect peer=%s from=%s export=%s calls=%d refused=%d",
+                conn.peer.name,
+                source,
+                conn.export.name,
+                conn.calls,
+                conn.refused_calls,
+            )
+
+    async def _call(self, ch: Channel, conn: _Conn, data: bytes) -> None:
+        export = conn.export
+        assert export is not None and export.link is not None
+        try:
+            frame = sp.decode_frame(data, expect=Kind.REQUEST)
+        except RemoteProtocolError as exc:
+            audit.warning("malformed-call peer=%s reason=%s", conn.peer.name, exc)
+            ch.abort()  # a client that sends garbage gets no second chance
+            return
+        conn.calls += 1
+        self.statistics["calls"] += 1
+        try:
+            reply = await self._forward(conn, export, frame)
+        except _Refused as exc:
+            conn.refused_calls += 1
+            self.statistics["refused_calls"] += 1
+            audit.warning(
+                "refused-call peer=%s export=%s op=%s errno=%s reason=%s",
+                conn.peer.name,
+                export.name,
+                frame.op.name,
+                errno.errorcode.get(exc.errno_value, exc.errno_value),
+                exc,
+            )
+            reply = sp.encode_error(frame.op, frame.call_id, exc.errno_value, str(exc))
+        except (ConnectionLost, RemoteProtocolError) as exc:
+            reply = sp.encode_error(frame.op, frame.call_id, errno.EIO, f"export failed: {exc}")
+        with contextlib.suppress(BurrowError):
+            await ch.send(reply)
+
+    async def _forward(self, conn: _Conn, export: Export, frame: sp.Frame) -> bytes:
+        if frame.op in sp.WRITE_OPS and not conn.writable:
+            raise _Refused(errno.EROFS, "read-only access to this export")
+        types = sp.REQUESTS[frame.op]
+        fields = list(frame.fields)
+        for i, code in enumerate(types):
+            if code == "H":
+                ino = self.check_handle(export.name, conn.key, fields[i])
+                fields[i] = struct.pack("<Q", ino) + bytes(16)
+        if frame.op == Op.READ:
+            fields[2] = min(fields[2], sp.MAX_CHUNK)
+        assert export.link is not None
+        raw = await export.link.call(frame.op, *fields)
+        reply = sp.decode_frame(raw, expect=Kind.REPLY)
+        if reply.kind == Kind.ERROR:
+            return sp.encode_error(frame.op, frame.call_id, reply.fields[0], reply.fields[1])
+        out = list(reply.fields)
+        for i, code in enumerate(sp.REPLIES[frame.op]):
+            if code == "H":
+                out[i] = self.make_handle(
+                    export.name, conn.key, struct.unpack_from("<Q", out[i])[0]
+                )
+            elif code == "D":
+                out[i] = [
+                    (n, self.make_handle(export.name, conn.key, struct.unpack_from("<Q", h)[0]), m)
+                    for n, h, m in out[i]
+                ]
+        return sp.encode_reply(frame.op, frame.call_id, *out)
+
+
+class _Refused(BurrowError):
+    def __init__(self, errno_value: int, message: str) -> None:
+        super().__init__(message)
+        self.errno_value = errno_value
+
+
+async def serve_forever(server: ShareServer, host: str, port: int) -> None:
+    await server.start(host, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.aclose()

@@ -1,0 +1,130 @@
+"""Shares end to end on loopback: a real server (worker processes) and the client as a
+vfs.Filesystem, checked against the host tree with diff -r and stat fields."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from burrow.errors import NotFound, PermissionDenied, ReadOnly
+from burrow.fs.copy import copy_in, copy_out
+from burrow.fs.paths import PathFS
+from burrow.proto.noise import KeyPair
+from burrow.share.client import connect
+from share_helpers import peers_of, running_server
+
+
+def _tree(root: Path) -> None:
+    (root / "docs" / "deep" / "er").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_text("hello share\n")
+    (root / "docs" / "deep" / "big.bin").write_bytes(os.urandom(1_000_003))
+    (root / "docs" / "deep" / "er" / "empty").write_bytes(b"")
+    (root / "link").symlink_to("docs/a.txt")
+    for i in range(300):
+        (root / "docs" / f"f{i:03}").write_text(str(i))
+
+
+def test_read_tree_both_ways_and_write(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    _tree(export)
+    alice = KeyPair.generate()
+    with running_server({"data": export}, peers_of(("alice", alice, {"data": "rw"}))) as srv:
+        fs = connect(srv.url("data"), key=alice, server_key=srv.server_pub, readonly=False)
+        pfs = PathFS(fs)
+        assert sorted(pfs.listdir("/")) == sorted(os.listdir(export))
+        assert pfs.read_bytes("/docs/deep/big.bin") == (export / "docs/deep/big.bin").read_bytes()
+        st = pfs.lstat("/docs/a.txt")
+        host = os.lstat(export / "docs/a.txt")
+        assert (st.st_ino, st.st_size, st.st_mode, st.st_mtime_ns) == (
+            host.st_ino,
+            host.st_size,
+            host.st_mode,
+            host.st_mtime_ns,
+        )
+        assert pfs.readlink("/link") == "docs/a.txt"
+        # copy out and compare with diff -r
+        out = tmp_path / "out"
+        out.mkdir()
+        copy_out(pfs, "/", out, archive=True, contents=True)
+        assert (
+            subprocess.run(["diff", "-r", "--no-dereference", str(export), str(out)]).returncode
+            == 0
+        )
+        # copy a tree in
+        src = tmp_path / "src"
+        src.mkdir()
+        _tree(src)
+        pfs.mkdir("/incoming")
+        copy_in(src, pfs, "/incoming", archive=True, contents=True)
+        assert (
+            subprocess.run(
+                ["diff", "-r", "--no-dereference", str(src), str(export / "incoming")]
+            ).returncode
+            == 0
+        )
+        pfs.rename("/incoming/docs/a.txt", "/incoming/renamed")
+        pfs.rmtree("/incoming/docs")
+        assert sorted(os.listdir(export / "incoming")) == ["link", "renamed"]
+        pfs.close()
+
+
+def test_concurrent_clients_write_different_files(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    keys = [KeyPair.generate() for _ in range(4)]
+    peers = peers_of(*[(f"p{i}", k, {"data": "rw"}) for i, k in enumerate(keys)])
+    blobs = {i: os.urandom(200_000 + i) for i in range(4)}
+    errors: list[BaseException] = []
+    with running_server({"data": export}, peers) as srv:
+
+        def worker(i: int) -> None:
+            try:
+                with PathFS(
+                    connect(srv.url("data"), key=keys[i], server_key=srv.server_pub, readonly=False)
+                ) as pfs:
+                    for j in range(5):
+                        pfs.write_bytes(f"/c{i}-{j}", blobs[i])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    for i in range(4):
+        for j in range(5):
+            assert (export / f"c{i}-{j}").read_bytes() == blobs[i]
+
+
+def test_read_only_access_and_no_access(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "f").write_text("x")
+    alice = KeyPair.generate()
+    peers = peers_of(("alice", alice, {"a": "ro"}))
+    with running_server({"a": a, "b": b}, peers) as srv:
+        fs = connect(srv.url("a"), key=alice, server_key=srv.server_pub, readonly=False)
+        assert fs.readonly  # the server said ro
+        with pytest.raises(ReadOnly):
+            PathFS(fs).write_bytes("/g", b"x")
+        # bypass the client-side check: the server refuses too
+        with pytest.raises(ReadOnly):
+            fs._run(fs.client.create(fs.root_ino, "g", 0o644))
+        with pytest.raises(NotFound):
+            PathFS(fs).read_bytes("/missing")
+        fs.close()
+        with pytest.raises(PermissionDenied):
+            connect(srv.url("b"), key=alice, server_key=srv.server_pub)
+        with pytest.raises(PermissionDenied):
+            connect(srv.url("nonexistent"), key=alice, server_key=srv.server_pub)
+        assert srv.stats()["refused_calls"] == 1
+    assert sorted(os.listdir(a)) == ["f"]
