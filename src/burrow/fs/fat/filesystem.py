@@ -26,6 +26,7 @@ from burrow.errors import (
     InvalidArgument,
     InvalidOperation,
     IsADirectory,
+    NoSpace,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -524,6 +525,9 @@ class FatFilesystem(Filesystem):
             if len(mv) == 0:
                 return 0
             end = offset + len(mv)
+            short = math.ceil(end / self.geo.cluster_size) - len(self._clusters(node))
+            if short > 0 and short > self.table.count_free():
+                raise NoSpace("no free clusters left on the FAT volume")  # nothing changed yet
             if offset > e.size:
                 self._set_length(node, e, offset)  # FAT has no holes: the gap reads as zeros
             if end > e.size:
