@@ -1231,7 +1231,7 @@ class Ext4Filesystem(vfs.Filesystem):
                     raise CorruptImage("ext4_xattr_entry", where + pos, "e_value_inum set")
             else:
                 vstart = value_base + voff
-                if vsize > end or vstart + vsize > end or vstart < first:
+                if vsize > end or vstart + vsize > end or (vsize and vstart < first):
                     raise CorruptImage("ext4_xattr_entry", where + pos, "value outside")
                 value = buf[vstart : vstart + vsize]
             yield index, name, value, vinum, vsize, where + pos
