@@ -45,7 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="TARGET", help="image file, new file, or IMAGE@PART")
-    p.add_argument("--size", help="create TARGET as a raw file of this size (e.g. 64M, 1G)")
+    p.add_argument("--size", help="size of a new TARGET (e.g. 64M, 1G; raw unless --format "
+                   "qcow2); an existing raw file is resized to it")  # fmt: skip
     p.add_argument("--label", default="", help="volume label")
     p.add_argument("--format", choices=["raw", "qcow2"], help="image format (default: detect)")
 
