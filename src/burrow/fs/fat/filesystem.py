@@ -6,8 +6,9 @@ in a table for as long as the filesystem is open, so it survives renames (the en
 the number does not); a later entry that would derive a number already in use gets one from
 a counter starting at 2**40. After a remount, numbers are derived afresh from entry positions.
 
-Metadata is written through at once (directory entries) or at ``sync``/``close`` (the FAT,
-FSInfo). The volume is marked dirty (clean bit of FAT entry 1 cleared, FAT16/32) on the first
+File data is written at once. Metadata is written back at ``sync``/``close``: directory
+slots (each directory remembers its changed byte range), the FAT (changed entry ranges, to
+every copy) and FSInfo. The volume is marked dirty (clean bit of FAT entry 1 cleared, FAT16/32) on the first
 change and marked clean again on ``close`` if it was clean when opened.
 """
 
