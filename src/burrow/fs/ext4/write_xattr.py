@@ -102,7 +102,7 @@ def parse_area(buf: bytes | bytearray, first: int, end: int, value_base: int) ->
             raise NotSupported("ea_inode values cannot be rewritten yet")
         name = bytes(buf[pos + 16 : pos + 16 + nlen])
         vs = value_base + voff
-        if pos + 16 + nlen > end or vs + vsize > end or vs < first:
+        if pos + 16 + nlen > end or vs + vsize > end or (vsize and vs < first):
             raise CorruptImage("ext4_xattr_entry", None, "value outside the area")
         out.append((idx, name, bytes(buf[vs : vs + vsize])))
         pos = _pad(pos + 16 + nlen)

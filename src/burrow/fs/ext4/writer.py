@@ -64,6 +64,8 @@ from burrow.fs.ext4.write_inode import WInode
 __all__ = ["Ext4WritableFilesystem"]
 
 LINK_MAX = 65000  # EXT4_LINK_MAX
+MAX_WINODES = 100_000  # decoded inodes kept after a flush
+MAX_WDIRS = 20_000
 _EXT_ROOT_EMPTY = struct.pack("<HHHHI", od.EXT4_EXT_MAGIC, 0, 4, 0, 0) + bytes(48)
 
 # features we can keep consistent while writing
@@ -138,6 +140,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         self._dirs: dict[int, WDir] = {}
         self._pins: dict[int, int] = {}
         self._dirty = False
+        self._dirty_inos: set[int] = set()
         self._mounted = False
         self._bytes_written = 0
         self._closed = False
@@ -236,6 +239,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
     def _mark(self, w: WInode) -> None:
         w.dirty = True
         self._dirty = True
+        self._dirty_inos.add(w.ino)
 
     # ================================================================== publish ===========
     def _publish(self) -> None:
@@ -243,19 +247,35 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         side's caches so it sees them."""
         if not self._dirty:
             return
-        for d in list(self._dirs.values()):
-            if d.dirty or d.index_dirty:
+        dirty = self._dirty_inos
+        for ino in sorted(dirty):
+            d = self._dirs.get(ino)
+            if d is not None and (d.dirty or d.index_dirty):
                 self._flush_dir(d)
-        for w in list(self._inodes.values()):
-            if w.map_dirty:
+        for ino in sorted(dirty):
+            w = self._inodes.get(ino)
+            if w is not None and w.map_dirty:
                 self._flush_map(w)
-        for w in list(self._inodes.values()):
-            if w.dirty:
+        for ino in sorted(dirty):
+            w = self._inodes.get(ino)
+            if w is not None and w.dirty:
                 self._store_inode(w)
+        dirty.clear()
         self.alloc.flush()
         self._write_superblock()
         self.invalidate_all()
         self._dirty = False
+        self._evict()
+
+    def _evict(self) -> None:
+        """Bound memory: forget clean inodes and directories once there are many (they are
+        reloaded from the cache on next use)."""
+        if len(self._inodes) > MAX_WINODES:
+            for ino in [i for i, w in self._inodes.items() if not w.dirty and i not in self._pins]:
+                del self._inodes[ino]
+        if len(self._dirs) > MAX_WDIRS:
+            for ino in [i for i, d in self._dirs.items() if not d.dirty and not d.index_dirty]:
+                del self._dirs[ino]
 
     def _store_inode(self, w: WInode) -> None:
         g, idx = divmod(w.ino - 1, self.inodes_per_group)
