@@ -218,3 +218,28 @@ def test_probe_rejects_other_formats(tmp_path: Path) -> None:
                 open_fat(dev)
     assert not probe(MemoryDevice(0))
     assert not probe(MemoryDevice(4096))
+
+
+@pytest.mark.tool("mkfs.fat", "mcopy")
+def test_fat32_mirroring_disabled_reads_the_active_fat(tmp_path: Path) -> None:
+    src = tmp_path / "src32"
+    src.mkdir()
+    (src / "data file.bin").write_bytes(bytes(range(256)) * 100)
+    img = make_fat(tmp_path / "f32.img", src, size_kib=40000, fat_bits=32)
+    data = bytearray(img.read_bytes())
+    reserved = struct.unpack_from("<H", data, 14)[0]
+    fatsz = struct.unpack_from("<I", data, 36)[0]
+    struct.pack_into("<H", data, 40, 0x81)  # BPB_ExtFlags: mirroring off, FAT #1 active
+    start = reserved * 512
+    data[start : start + fatsz * 512] = bytes(fatsz * 512)  # FAT #0 is stale garbage
+    with open_fat(MemoryDevice(len(data), data=bytes(data))) as fs:
+        ino = fs.lookup(fs.root_ino, "data file.bin")
+        assert fs.read(ino, 0, 1 << 20) == bytes(range(256)) * 100
+    dev = MemoryDevice(len(data), data=bytes(data))
+    with open_fat(dev, readonly=False) as fs:
+        w = fs.create(fs.root_ino, "new", 0o644)
+        fs.write(w, 0, b"n" * 3000)
+    after = dev.pread(fatsz * 512, start)
+    assert after == bytes(fatsz * 512)  # the inactive FAT is left alone, as the spec says
+    with open_fat(dev) as fs:
+        assert fs.read(fs.lookup(fs.root_ino, "new"), 0, 5000) == b"n" * 3000
