@@ -651,7 +651,7 @@ def _open_share(url: str, *, writable: bool) -> Target:
     opener = getattr(client, "open_url", None)
     if opener is None:
         raise Unsupported("burrow://", "the share client has no open_url")
-    fs = opener(url, readonly=not writable)
+    fs = opener(url, writable=writable)
     if isinstance(fs, PathFS):
         return Target(fs, None, url)
     return Target(PathFS(fs), None, url)
