@@ -61,6 +61,7 @@ __all__ = ["Export", "NBDServer", "nbd_error", "serve", "start_server"]
 log = logging.getLogger("burrow.nbd")
 
 DEFAULT_MAX_INFLIGHT = 64 * 1024 * 1024
+JOIN_MAX = 256 * 1024  # replies up to this size are joined into one write
 MAX_OPTION_BACKLOG = 1024 * 1024  # bytes a client may send while its TLS handshake completes
 SPARSE_READ_MIN = 64 * 1024  # structured reads at least this big look for holes
 
@@ -202,6 +203,9 @@ class _Connection(asyncio.Protocol):
         if bufs and t is not None and not t.is_closing():
             if len(bufs) == 1:
                 t.write(bufs[0])
+            elif sum(map(len, bufs)) <= JOIN_MAX:
+                # One buffer, one system call: cheaper than handing many small pieces over.
+                t.write(b"".join(bufs))
             else:
                 t.writelines(bufs)
 
