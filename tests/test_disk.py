@@ -301,3 +301,27 @@ def test_read_only_open_never_writes(disk_img: Path) -> None:
         list(fs.walk("/"))
     assert disk_img.read_bytes() == data
     assert os.stat(disk_img).st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.tool("debugfs")
+def test_directory_loop_in_a_corrupt_image(tmp_path: Path) -> None:
+    """debugfs links /a into /a/b: every tree walker must stop (copy refuses with
+    CorruptImage, listings show the loop once) instead of running forever."""
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "f").write_text("x\n")
+    img = ext4_image(tmp_path / "loop.img", src, 8)
+    run(["debugfs", "-w", "-R", "link /a /a/b/loop", img])
+    with Disk(img) as d:
+        fs = d.mount()
+        walked = [p for p, _, _ in fs.walk("/", followlinks=True)]
+        assert walked.count("/a") == 1 and "/a/b/loop" not in walked
+        with pytest.raises(errors.CorruptImage):
+            copy_out(fs, "/", tmp_path / "out", archive=True)
+    from disk_helpers import burrow_cli
+
+    proc = burrow_cli("ls", "-R", f"{img}:/a")
+    assert proc.stdout.decode().count("/a/b:") == 1
+    assert b"loop" in burrow_cli("tree", f"{img}:/").stdout
+    proc = burrow_cli("cp", "-a", f"{img}:/", str(tmp_path / "cli"), check=False)
+    assert proc.returncode == errors.EXIT_CORRUPT and b"loop" in proc.stderr

@@ -36,6 +36,7 @@ from typing import Any
 
 from burrow.errors import (
     BurrowError,
+    CorruptImage,
     FilesystemError,
     InvalidArgument,
     InvalidOperation,
@@ -465,8 +466,17 @@ class _Copier:
         self.opts = opts
         self.stats = CopyStats()
         self.links: dict[tuple[int, int], Any] = {}
-        # (handle, source stat) of directories whose attributes are applied at the end
-        self.pending_dirs: list[tuple[Any, Stat]] = []
+        # source directories already copied: a directory cannot legitimately appear twice,
+        # so a repeat means a loop in a corrupt image and must not be followed forever
+        self.dirs_seen: set[tuple[int, int]] = set()
+
+    def enter_dir(self, sh: Any, st: Stat) -> None:
+        key = self.src.key(st)
+        if key in self.dirs_seen:
+            raise CorruptImage(
+                "directory tree", None, f"{self.src.display(sh)} is reached twice (a loop)"
+            )
+        self.dirs_seen.add(key)
 
     def fail(self, exc: BaseException) -> None:
         self.stats.errors += 1
@@ -541,6 +551,7 @@ class _Copier:
                 handle = self.dst.mkdir(dirh, name, self.mode_for(st) | 0o700, uid, gid)
                 new = True
                 self.stats.dirs += 1
+            self.enter_dir(sh, st)
             kids = list(self.src.children(sh))
             return handle, new, kids
         if existing is not None and existing[1].is_dir():
@@ -619,6 +630,7 @@ def _run(
             raise IsADirectory(f"-r not specified; omitting directory {src_path}", path=src_path)
         dirh = dst.top_dir(dst_path)
         copier = _Copier(src, dst, opts)
+        copier.enter_dir(sh, st)
         for name, ch, cst in src.children(sh):
             copier.copy_entry(ch, cst, dirh, name)
         if opts.archive:

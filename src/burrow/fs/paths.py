@@ -500,6 +500,7 @@ class PathFS:
         """Empty directory ``top`` depth-first, without recursion."""
         fs = self.fs
         stack: list[tuple[int, list[DirEntry]]] = [(top, list(fs.readdir(top)))]
+        entered = {top}
         while stack:
             dino, entries = stack[-1]
             if not entries:
@@ -510,6 +511,11 @@ class PathFS:
             if _stat.S_ISDIR(mode):
                 children = list(fs.readdir(e.ino))
                 if children:
+                    if e.ino in entered:  # a directory inside itself: corrupt image
+                        from burrow.errors import CorruptImage
+
+                        raise CorruptImage("directory tree", None, f"loop at inode {e.ino}")
+                    entered.add(e.ino)
                     stack.append((e.ino, children))
                     continue
                 fs.rmdir(dino, e.name)

@@ -114,8 +114,13 @@ def run(args: argparse.Namespace) -> int:
                 continue
             todo = [addr.path]
             first = True
+            seen: set[int] = set()
             while todo:
                 path = todo.pop(0)
+                ino = pfs.resolve(path)
+                if ino in seen:  # a directory loop in a corrupt image: list it once
+                    continue
+                seen.add(ino)
                 entries = _listing(pfs, path, args.all)
                 result.append({"path": f"{addr.target}:{path}", "entries": entries})
                 if not args.json:

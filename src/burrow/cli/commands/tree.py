@@ -29,17 +29,29 @@ def _children(pfs: PathFS, path: str, show_all: bool) -> list[tuple[str, bool, s
     return out
 
 
-def _build(pfs: PathFS, path: str, show_all: bool, level: int, depth: int) -> list[dict[str, Any]]:
-    nodes = []
-    for name, is_dir, link in _children(pfs, path, show_all):
-        node: dict[str, Any] = {"name": name, "type": "directory" if is_dir else "file"}
-        if link is not None:
-            node["type"] = "link"
-            node["target"] = link
-        if is_dir and (not level or depth < level):
-            node["contents"] = _build(pfs, posixpath.join(path, name), show_all, level, depth + 1)
-        nodes.append(node)
-    return nodes
+def _build(pfs: PathFS, top: str, show_all: bool, level: int) -> list[dict[str, Any]]:
+    """The tree as nested dicts, built without recursion; a directory seen twice (a loop in
+    a corrupt image) is shown but not entered again."""
+    root: list[dict[str, Any]] = []
+    seen = {pfs.resolve(top)}
+    todo: list[tuple[str, list[dict[str, Any]], int]] = [(top, root, 1)]
+    while todo:
+        path, out, depth = todo.pop()
+        for name, is_dir, link in _children(pfs, path, show_all):
+            node: dict[str, Any] = {"name": name, "type": "directory" if is_dir else "file"}
+            if link is not None:
+                node["type"] = "link"
+                node["target"] = link
+            out.append(node)
+            if is_dir and (not level or depth < level):
+                sub = posixpath.join(path, name)
+                ino = pfs.resolve(sub, follow_symlinks=False)
+                if ino in seen:
+                    continue
+                seen.add(ino)
+                node["contents"] = []
+                todo.append((sub, node["contents"], depth + 1))
+    return root
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             from burrow.errors import NotADirectory
 
             raise NotADirectory(path=str(addr))
-        nodes = _build(pfs, addr.path, args.all, args.level, 1)
+        nodes = _build(pfs, addr.path, args.all, args.level)
     if args.json:
         emit_json({"name": addr.path, "type": "directory", "contents": nodes})
         return 0
