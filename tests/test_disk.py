@@ -325,3 +325,13 @@ def test_directory_loop_in_a_corrupt_image(tmp_path: Path) -> None:
     assert b"loop" in burrow_cli("tree", f"{img}:/").stdout
     proc = burrow_cli("cp", "-a", f"{img}:/", str(tmp_path / "cli"), check=False)
     assert proc.returncode == errors.EXIT_CORRUPT and b"loop" in proc.stderr
+
+
+@pytest.mark.tool("qemu-img")
+def test_backing_chain_never_blocks_on_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    top = tmp_path / "top.qcow2"
+    qemu_img("create", "-f", "qcow2", "-u", "-b", str(fifo), "-F", "raw", top, "16M")
+    chain = backing_chain(top)  # would hang if it opened the fifo for reading blocking
+    assert [c["filename"] for c in chain] == [str(fifo)]

@@ -21,7 +21,6 @@ Also here, because the CLI, FUSE and the share server all need them: ``parse_add
 
 from __future__ import annotations
 
-import builtins
 import os
 import stat as _stat
 import struct
@@ -446,8 +445,16 @@ _MAX_CHAIN = 64
 
 
 def _qcow2_backing(path: str) -> tuple[str, str | None] | None:
-    with builtins.open(path, "rb") as f:
-        head = f.read(65536)
+    # The name comes from an untrusted header: never block on a fifo or a terminal, and
+    # read only regular files and block devices.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (_stat.S_ISREG(mode) or _stat.S_ISBLK(mode)):
+            return None
+        head = os.pread(fd, 65536, 0)
+    finally:
+        os.close(fd)
     if len(head) < 72 or head[:4] != b"QFI\xfb":
         return None
     _, version, boff, bsize = _QCOW2_HEADER.unpack_from(head)

@@ -17,14 +17,17 @@ can never redirect extraction outside the filesystem, since every path resolves 
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
 import posixpath
 import stat as _stat
 import tarfile
+import zlib
 from collections.abc import Callable
 from typing import IO
 
-from burrow.errors import IsADirectory, NotADirectory, NotFound
+from burrow.errors import CorruptImage, IsADirectory, NotADirectory, NotFound
 from burrow.fs.paths import CHUNK, PathFS
 from burrow.fs.vfs import Stat
 
@@ -147,6 +150,15 @@ def extract_tar(
     base = dest_dir
     if not pfs.is_dir(base):
         raise NotADirectory(path=base)
+    try:
+        return _extract(pfs, source, base, same_owner, warn)
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
+        raise CorruptImage("tar stream", None, str(exc) or type(exc).__name__) from None
+    except (ValueError, OverflowError) as exc:  # out-of-range numbers in a damaged header
+        raise CorruptImage("tar stream", None, str(exc)) from None
+
+
+def _extract(pfs: PathFS, source: IO[bytes], base: str, same_owner: bool, warn: Warn) -> int:
     dirs: list[tuple[str, tarfile.TarInfo]] = []
     count = 0
     with tarfile.open(fileobj=source, mode="r|*") as tar:
