@@ -63,6 +63,12 @@ def seeds(tmp_path: Path) -> list[bytes]:
         _qemu("create", "-q", "-f", "qcow2", *opts, str(p), "1M")
         _io(p, "write -P 0xab 0 3000", "write -P 0xcd 300000 9000", "write -z 600000 4096")
         out.append(p.read_bytes())
+    snap = tmp_path / "snap.qcow2"
+    _qemu("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", str(snap), "1M")
+    _io(snap, "write -P 0x11 0 9000")
+    _qemu("snapshot", "-c", "s1", str(snap))
+    _io(snap, "write -P 0x22 4096 9000")
+    out.append(snap.read_bytes())
     raw = tmp_path / "plain.raw"
     raw.write_bytes(os.urandom(4096) + bytes(4096) + b"\x11" * 8192)
     for ctype in ("zlib", "zstd"):

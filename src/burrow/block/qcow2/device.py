@@ -53,6 +53,7 @@ from burrow.errors import BurrowError, CorruptImage, NotFound, Unsupported, erro
 __all__ = ["MAX_BACKING_DEPTH", "Qcow2Device", "open_qcow2"]
 
 MAX_BACKING_DEPTH = 16
+MAX_SNAPSHOT_L1_BYTES = 64 << 20  # snapshot L1 tables read to open such an image for writing
 L2_CACHE_BYTES = 32 << 20  # decoded L2 tables kept (qemu's default covers less)
 L2_CACHE_TABLES = 4096  # and at most this many (small clusters: many small tables)
 COMPRESSED_CACHE = 8
@@ -157,10 +158,6 @@ class Qcow2Device(BlockDevice):
             )
         if hdr.incompatible_features & INCOMPAT_CORRUPT:
             raise Unsupported("corrupt bit", "qemu marked this image corrupt; open it read-only")
-        if hdr.nb_snapshots:
-            raise Unsupported(
-                "internal snapshots", "writing to images with internal snapshots is refused"
-            )
         meta = self._meta
         meta.add(0)
         first = hdr.l1_table_offset >> self._cb
@@ -176,6 +173,8 @@ class Qcow2Device(BlockDevice):
                         f"L2 table {off:#x} overlaps other metadata or another L2 table",
                     )
                 meta.add(off >> self._cb)
+        if hdr.nb_snapshots:
+            self._track_snapshots()
         self._refs = Refcounts(self.f, hdr, meta)
         if hdr.autoclear_features:
             # The spec: a writer that does not maintain these features must clear their bits
@@ -183,6 +182,50 @@ class Qcow2Device(BlockDevice):
             hdr.autoclear_features = 0
             self.f.write(bytes(8), HEADER_V2.size + 16)
             self.f.sync()
+
+    def _track_snapshots(self) -> None:
+        """Record every cluster the snapshots' tables use, so writes never land there.
+
+        The snapshots' data stays safe through refcounts: a cluster shared with a snapshot
+        has a refcount above one and no COPIED flag, so writing to it copies it first.
+        """
+        hdr, cs, cb = self.hdr, self._cs, self._cb
+        meta = self._meta
+        first = hdr.snapshots_offset >> cb
+        meta.update(range(first, first + -(-hdr.snapshots_size // cs)))
+        total = sum(s.l1_size for s in self.snapshots) * 8
+        if total > MAX_SNAPSHOT_L1_BYTES:
+            raise Unsupported(
+                "internal snapshots", f"{total} bytes of snapshot L1 tables are too many to track"
+            )
+        for snap in self.snapshots:
+            if not snap.l1_size:
+                continue
+            where = snap.l1_table_offset
+            if where % cs or where + snap.l1_size * 8 > self.f.size:
+                raise CorruptImage("qcow2 snapshot table", where, f"snapshot {snap.id} L1 table")
+            meta.update(range(where >> cb, (where >> cb) + -(-snap.l1_size * 8 // cs)))
+            l1 = decode_table(self.f.read_meta(snap.l1_size * 8, where, "qcow2 snapshot L1 table"))
+            for i, entry in enumerate(l1):
+                off = entry & OFFSET_MASK
+                if off:
+                    if off % cs or off + cs > self.f.size:
+                        raise CorruptImage(
+                            "qcow2 snapshot L1 table", where + i * 8, f"L2 table {off:#x}"
+                        )
+                    meta.add(off >> cb)
+
+    def _exclusive(self, host: int) -> bool:
+        """True when the host cluster is referenced once (may be written in place).
+
+        Without snapshots the COPIED flag says so; with snapshots burrow double-checks the
+        refcount, so a wrong flag can never make it write into a snapshot's data.
+        """
+        if not self.hdr.nb_snapshots:
+            return True
+        refs = self._refs
+        assert refs is not None
+        return refs.get(host >> self._cb) == 1
 
     def _open_backing(
         self, allow_probe: bool, visited: frozenset[tuple[int, int]], depth: int
@@ -267,7 +310,7 @@ class Qcow2Device(BlockDevice):
         tbl = self._l2_read(l1i)
         refs = self._refs
         assert refs is not None
-        if tbl is not None and entry & OFLAG_COPIED:
+        if tbl is not None and entry & OFLAG_COPIED and self._exclusive(tbl.offset):
             return tbl
         c = refs.alloc()
         self._meta.add(c)
@@ -556,7 +599,8 @@ class Qcow2Device(BlockDevice):
             return self._write_target_ext(tbl, l2i, gbase, within, chunk)
         e = ents[l2i]
         host = e & OFFSET_MASK
-        if not e & OFLAG_COMPRESSED and host and e & OFLAG_COPIED and not e & OFLAG_ZERO:
+        copied = bool(e & OFLAG_COPIED) and not e & OFLAG_COMPRESSED and self._exclusive(host)
+        if not e & OFLAG_COMPRESSED and host and copied and not e & OFLAG_ZERO:
             self._check_in_place(tbl, l2i, host)
             return host + within, chunk
         tbl.dirty = True  # before anything below can touch the cache
@@ -567,7 +611,7 @@ class Qcow2Device(BlockDevice):
             merged = self._logical(gbase, cs)
             merged[within : within + len(chunk)] = chunk
             payload = memoryview(merged)
-        if not e & OFLAG_COMPRESSED and host and e & OFLAG_COPIED:  # preallocated zero
+        if not e & OFLAG_COMPRESSED and host and copied:  # preallocated zero
             self._check_in_place(tbl, l2i, host)
             new = host
         else:
@@ -588,7 +632,7 @@ class Qcow2Device(BlockDevice):
         e, bm = ents[2 * l2i], ents[2 * l2i + 1]
         host = e & OFFSET_MASK
         tbl.dirty = True
-        if e & OFLAG_COMPRESSED or (host and not e & OFLAG_COPIED):
+        if e & OFLAG_COMPRESSED or (host and not (e & OFLAG_COPIED and self._exclusive(host))):
             merged = self._logical(gbase, cs)
             merged[within : within + len(chunk)] = chunk
             new = refs.alloc() << self._cb
@@ -702,7 +746,9 @@ class Qcow2Device(BlockDevice):
                 tbl = self._l2_write(l1i)
                 ents = tbl.entries
                 e = ents[2 * l2i]
-                if e & OFLAG_COMPRESSED or (e & OFFSET_MASK and not e & OFLAG_COPIED):
+                if e & OFLAG_COMPRESSED or (
+                    e & OFFSET_MASK and not (e & OFLAG_COPIED and self._exclusive(e & OFFSET_MASK))
+                ):
                     # Turn it into a normal cluster first (a full rewrite), then zero bits.
                     self._pwrite_locked(memoryview(self._logical(gbase, self._cs)), gbase)
                 bits = ((1 << (s1 - s0)) - 1) << s0

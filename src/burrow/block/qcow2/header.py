@@ -148,6 +148,7 @@ class Header:
     feature_names: dict[tuple[int, int], str] = field(default_factory=dict)
     unknown_extensions: list[int] = field(default_factory=list)
     has_bitmaps_extension: bool = False
+    snapshots_size: int = 0  # bytes of snapshot table, known after parse_snapshots()
 
     @property
     def cluster_size(self) -> int:
@@ -458,6 +459,7 @@ def parse_snapshots(hdr: Header, table: bytes) -> list[Snapshot]:
             )
         )
         pos = (end + 7) & ~7
+    hdr.snapshots_size = pos
     return out
 
 
