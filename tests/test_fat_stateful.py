@@ -56,9 +56,11 @@ class FatMachine(RuleBasedStateMachine):
         self.dev: RawDevice | None = None
         self.fs: FatFilesystem | None = None
         self.mtimes: dict[tuple[str, ...], int] = {}  # expected st_mtime_ns where known
+        self.tiny_cache = False
 
-    @initialize(bits=st.sampled_from([12, 16, 32]))
-    def make(self, bits: int) -> None:
+    @initialize(bits=st.sampled_from([12, 16, 32]), tiny_cache=st.booleans())
+    def make(self, bits: int, tiny_cache: bool) -> None:
+        self.tiny_cache = tiny_cache  # evict directories all the time (LRU of 2)
         with open(self.path, "wb") as f:
             f.truncate(SIZES[bits])
         with RawDevice(self.path, readonly=False) as dev:
@@ -68,6 +70,8 @@ class FatMachine(RuleBasedStateMachine):
     def _open(self) -> None:
         self.dev = RawDevice(self.path, readonly=False)
         self.fs = open_fat(self.dev, readonly=False)
+        if self.tiny_cache:
+            self.fs.dir_cache_count = 2
 
     def _close(self) -> None:
         if self.fs is not None:

@@ -427,3 +427,28 @@ def test_failed_rename_changes_nothing(tmp_path: Path) -> None:
     fsck_clean(img)
     with RawDevice(img) as dev, open_fat(dev) as fs2:
         assert fs_tree(fs2)["/d/a long file name inside"] == b"precious"
+
+
+def test_directory_cache_eviction_keeps_inodes_and_changes(opened: Opened, tmp_path: Path) -> None:
+    """With a tiny directory cache, evicted directories are written back and reloaded; inode
+    numbers and pending changes survive."""
+    fs = opened.fs
+    fs.dir_cache_count = 3
+    dirs = [fs.root_ino]
+    for i in range(20):
+        dirs.append(fs.mkdir(dirs[i % len(dirs)], f"Dir {i}", 0o755))
+    files: dict[int, tuple[int, int]] = {}
+    for i in range(60):
+        d = dirs[(i * 7) % len(dirs)]
+        files[i] = (d, _write_file(fs, d, f"file {i} long name", b"%d" % i))
+    for i, (d, f) in files.items():
+        assert fs.lookup(d, f"FILE {i} LONG NAME") == f
+    for i in range(0, 60, 3):
+        d, f = files[i]
+        nd = dirs[(i * 11 + 1) % len(dirs)]
+        fs.rename(d, f"file {i} long name", nd, f"moved {i}")
+        assert fs.lookup(nd, f"moved {i}") == f
+        fs.write(f, 0, b"changed %d" % i)
+    assert len(fs._dirs) <= 3
+    expected = fs_tree(fs)
+    assert _check(opened, tmp_path) == expected

@@ -198,6 +198,16 @@ class Directory:
             if self.index.setdefault(key, entry) is not entry:
                 self._dupes = True  # a damaged directory: two entries answer to one name
 
+    def adopt(self, i: int, live: Entry) -> None:
+        """Use ``live`` (the same entry, already held by a node) instead of the freshly
+        parsed ``entries[i]``."""
+        parsed = self.entries[i]
+        self.entries[i] = live
+        self.by_slot[live.slot] = live
+        for key in (names.fold(parsed.name), names.fold(names.display_short(parsed.short, 0))):
+            if self.index.get(key) is parsed:
+                self.index[key] = live
+
     def _remove(self, entry: Entry) -> None:
         self.entries.remove(entry)
         self.by_slot.pop(entry.slot, None)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from burrow.block.device import BlockDevice
@@ -115,7 +117,11 @@ class FatFilesystem(Filesystem):
         self._lock = threading.RLock()
         self._nodes: dict[int, _Node] = {}
         self._by_loc: dict[tuple[int, int], int] = {}  # (dir ino, slot) -> ino
-        self._dirs: dict[int, Directory] = {}
+        self._dirs: OrderedDict[int, Directory] = OrderedDict()  # LRU order
+        self._dir_bytes = 0
+        self._depth = 0
+        self.dir_cache_count = 4096
+        self.dir_cache_bytes = 64 << 20
         self._counter = _COUNTER_BASE
         self._modified = False
         self._closed = False
@@ -143,6 +149,35 @@ class FatFilesystem(Filesystem):
         self._nodes[1] = _Node(1, 1, None, root_clusters)
 
     # -- helpers --------------------------------------------------------------------------
+    @contextmanager
+    def _op(self) -> Iterator[None]:
+        """Serialise one public operation; trim the directory cache when it starts (never in
+        the middle, where Directory objects are in use)."""
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    self._trim_dirs()
+                yield
+            finally:
+                self._depth -= 1
+
+    def _trim_dirs(self) -> None:
+        """Keep at most ``dir_cache_count`` directories / ``dir_cache_bytes`` bytes cached
+        (least recently used go first, after writing their changes back)."""
+        if len(self._dirs) <= self.dir_cache_count and self._dir_bytes <= self.dir_cache_bytes:
+            return
+        for ino in list(self._dirs):
+            if len(self._dirs) <= self.dir_cache_count // 2 + 1 and (
+                self._dir_bytes <= self.dir_cache_bytes // 2
+            ):
+                break
+            if ino == self.root_ino:
+                continue
+            d = self._dirs.pop(ino)
+            d.flush()
+            self._dir_bytes -= len(d.data)
+
     def _dir_limit(self) -> int:
         return MAX_DIR_BYTES // self.geo.cluster_size + 1
 
@@ -155,6 +190,7 @@ class FatFilesystem(Filesystem):
     def _directory(self, ino: int) -> Directory:
         d = self._dirs.get(ino)
         if d is not None:
+            self._dirs.move_to_end(ino)
             return d
         node = self._node(ino)
         if not node.is_dir:
@@ -170,7 +206,22 @@ class FatFilesystem(Filesystem):
                     "FAT directory entry", None, f"directory {node.entry.name!r} has no cluster"
                 )
             d = Directory(self.dev, self.geo, self._clusters(node), is_root=False, fat32=self.fat32)
+        # Entries that nodes already hold (the directory was cached before and evicted) stay
+        # the same objects, so inode numbers and in-memory state carry over.
+        for i, e in enumerate(d.entries):
+            held = self._by_loc.get((ino, e.slot))
+            holder = self._nodes.get(held) if held is not None else None
+            if (
+                holder is not None
+                and holder.entry is not None
+                and holder.entry is not e
+                and not holder.detached
+                and holder.parent == ino
+                and holder.entry.slot == e.slot
+            ):
+                d.adopt(i, holder.entry)
         self._dirs[ino] = d
+        self._dir_bytes += len(d.data)
         return d
 
     def _clusters(self, node: _Node) -> list[int]:
@@ -240,7 +291,7 @@ class FatFilesystem(Filesystem):
 
     # -- reading --------------------------------------------------------------------------
     def lookup(self, parent: int, name: str) -> int:
-        with self._lock:
+        with self._op():
             node = self._node(parent)
             if name == ".":
                 self._directory(parent)
@@ -255,7 +306,7 @@ class FatFilesystem(Filesystem):
             return self._ino_for(parent, e, d)
 
     def getattr(self, ino: int) -> Stat:
-        with self._lock:
+        with self._op():
             node = self._node(ino)
             e = node.entry
             cs = self.geo.cluster_size
@@ -297,7 +348,7 @@ class FatFilesystem(Filesystem):
             )  # fmt: skip
 
     def readdir(self, ino: int) -> Iterator[DirEntry]:
-        with self._lock:
+        with self._op():
             d = self._directory(ino)
             out = [
                 DirEntry(
@@ -308,7 +359,7 @@ class FatFilesystem(Filesystem):
         return iter(out)
 
     def read(self, ino: int, offset: int, n: int) -> bytes:
-        with self._lock:
+        with self._op():
             node = self._node(ino)
             e = node.entry
             if e is None or e.is_dir:
@@ -346,38 +397,38 @@ class FatFilesystem(Filesystem):
             idx += 1
 
     def readlink(self, ino: int) -> str:
-        with self._lock:
+        with self._op():
             self._node(ino)
             raise InvalidOperation("FAT has no symbolic links")
 
     def listxattr(self, ino: int) -> list[str]:
-        with self._lock:
+        with self._op():
             node = self._node(ino)
             return [] if node.entry is None else [ATTRS_XATTR]
 
     def getxattr(self, ino: int, name: str) -> bytes:
-        with self._lock:
+        with self._op():
             node = self._node(ino)
             if node.entry is None or name != ATTRS_XATTR:
                 raise error_for_errno(ENODATA, f"no such attribute: {name}")
             return f"0x{node.entry.attr:02x}".encode()
 
     def statfs(self) -> StatFS:
-        with self._lock:
+        with self._op():
             free = self.table.count_free()
             cs = self.geo.cluster_size
             return StatFS(cs, cs, self.geo.cluster_count, free, free, 0, 0, 255)
 
     def label(self) -> str:
         """The volume label: the root directory's label entry, else the boot sector's."""
-        with self._lock:
+        with self._op():
             d = self._directory(1)
             raw = d.label if d.label is not None else self.geo.label
             text = raw.rstrip(b" \0").decode(names.OEM)
             return "" if text == "NO NAME" and d.label is None else text
 
     def info(self) -> FsInfo:
-        with self._lock:
+        with self._op():
             geo = self.geo
             vid = geo.volume_id
             clean = self.table.clean_bit()
@@ -438,12 +489,14 @@ class FatFilesystem(Filesystem):
             (c,) = self.table.allocate(1, after=d.clusters[-1])
             self.table.set(d.clusters[-1], c)
             self.dev.write_zeroes(self.geo.cluster_size, self.geo.cluster_offset(c))
+            if any(x is d for x in self._dirs.values()):
+                self._dir_bytes += self.geo.cluster_size
             return c
 
         return grow
 
     def create(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0) -> int:
-        with self._lock:
+        with self._op():
             self._writable()
             attr = ATTR_ARCHIVE | (0 if mode & 0o222 else ATTR_READ_ONLY)
             ino, _ = self._new_entry(parent, name, attr, 0)
@@ -451,7 +504,7 @@ class FatFilesystem(Filesystem):
             return ino
 
     def mkdir(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0) -> int:
-        with self._lock:
+        with self._op():
             self._writable()
             d = self._directory(parent)
             checked = names.normalize(name)
@@ -512,7 +565,7 @@ class FatFilesystem(Filesystem):
             pos += chunk
 
     def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
-        with self._lock:
+        with self._op():
             self._writable()
             node = self._node(ino)
             e = node.entry
@@ -585,7 +638,9 @@ class FatFilesystem(Filesystem):
             return
         if node is not None:
             self._nodes.pop(node.ino, None)
-            self._dirs.pop(node.ino, None)
+            gone = self._dirs.pop(node.ino, None)
+            if gone is not None:
+                self._dir_bytes -= len(gone.data)
         if chain:
             self.table.free_chain_list(chain)
 
@@ -596,7 +651,7 @@ class FatFilesystem(Filesystem):
         return list(self._clusters(tmp))
 
     def unlink(self, parent: int, name: str) -> None:
-        with self._lock:
+        with self._op():
             self._writable()
             d, e = self._lookup_entry(parent, name)
             if e.is_dir:
@@ -616,7 +671,7 @@ class FatFilesystem(Filesystem):
         return node if node is not None and node.entry is e else None
 
     def rmdir(self, parent: int, name: str) -> None:
-        with self._lock:
+        with self._op():
             self._writable()
             d, e = self._lookup_entry(parent, name)
             if not e.is_dir:
@@ -646,7 +701,7 @@ class FatFilesystem(Filesystem):
     def rename(
         self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
     ) -> None:
-        with self._lock:
+        with self._op():
             self._writable()
             if flags & RENAME_EXCHANGE:
                 raise NotSupported("RENAME_EXCHANGE is not supported on FAT")
@@ -724,7 +779,7 @@ class FatFilesystem(Filesystem):
         atime_ns: int | None = None,
         mtime_ns: int | None = None,
     ) -> Stat:
-        with self._lock:
+        with self._op():
             self._writable()
             node = self._node(ino)
             if (uid is not None and uid != self.uid) or (gid is not None and gid != self.gid):
@@ -757,7 +812,7 @@ class FatFilesystem(Filesystem):
             return self.getattr(ino)
 
     def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
-        with self._lock:
+        with self._op():
             self._writable()
             node, e = self._entry_node(ino)
             if name != ATTRS_XATTR:
@@ -774,32 +829,32 @@ class FatFilesystem(Filesystem):
             self._save(node)
 
     def removexattr(self, ino: int, name: str) -> None:
-        with self._lock:
+        with self._op():
             self._writable()
             raise NotSupported(f"{name} cannot be removed on FAT")
 
     def mknod(
         self, parent: int, name: str, mode: int, rdev: int = 0, uid: int = 0, gid: int = 0
     ) -> int:
-        with self._lock:
+        with self._op():
             if stat.S_ISREG(mode) or stat.S_IFMT(mode) == 0:
                 return self.create(parent, name, mode, uid, gid)
             self._writable()
             raise NotPermitted("FAT cannot store device nodes, fifos or sockets")
 
     def symlink(self, parent: int, name: str, target: str, uid: int = 0, gid: int = 0) -> int:
-        with self._lock:
+        with self._op():
             self._writable()
             raise NotPermitted("FAT cannot store symbolic links")
 
     def link(self, ino: int, new_parent: int, new_name: str) -> None:
-        with self._lock:
+        with self._op():
             self._writable()
             raise NotPermitted("FAT cannot store hard links")
 
     def set_label(self, label: str) -> None:
         """Set the volume label in the boot sector and the root directory's label entry."""
-        with self._lock:
+        with self._op():
             self._writable()
             raw = label_bytes(label)
             geo = self.geo
@@ -830,13 +885,13 @@ class FatFilesystem(Filesystem):
 
     # -- lifetime -------------------------------------------------------------------------
     def pin(self, ino: int) -> None:
-        with self._lock:
+        with self._op():
             node = self._nodes.get(ino)
             if node is not None:
                 node.pins += 1
 
     def unpin(self, ino: int) -> None:
-        with self._lock:
+        with self._op():
             node = self._nodes.get(ino)
             if node is None:
                 return
@@ -847,7 +902,7 @@ class FatFilesystem(Filesystem):
                     self.table.free_chain_list(node.clusters)
 
     def sync(self) -> None:
-        with self._lock:
+        with self._op():
             if self.readonly or not self._modified:
                 return
             self._flush_dirs()
@@ -870,7 +925,7 @@ class FatFilesystem(Filesystem):
         self.dev.pwrite(FSINFO.pack(*self._fsinfo), self.geo.fsinfo_sector * self.geo.sector_size)
 
     def close(self) -> None:
-        with self._lock:
+        with self._op():
             if self._closed:
                 return
             try:
