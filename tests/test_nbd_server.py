@@ -524,3 +524,87 @@ print(json.dumps({"extents": ext, "kinds": kinds}))
             else:  # burrow says data: qemu must see data there
                 assert data_at(probe)
     assert any(f == 0 for _, _, f in ours) and any(f & 2 for _, _, f in ours)
+
+
+def _handshake_raw(path: str) -> socket.socket:
+    """A raw client: fixed newstyle, NBD_OPT_GO on the default export, simple replies."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    assert s.recv(18)[:8] == b"NBDMAGIC"
+    s.sendall(struct.pack(">I", 3))
+    body = struct.pack(">I", 0) + struct.pack(">H", 0)
+    s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, len(body)) + body)
+    got = b""
+    while not got.endswith(struct.pack(">QIII", 0x3E889045565A9, 7, 1, 0)):
+        chunk = s.recv(4096)
+        assert chunk
+        got += chunk
+    return s
+
+
+def test_memory_stays_bounded_when_the_client_does_not_read(tmp_path: Path) -> None:
+    import time
+
+    dev = MemoryDevice(64 * MiB)
+    with serving(dev, tmp_path, max_inflight=8 * MiB) as srv:
+        s = _handshake_raw(srv.server._unix_paths[0])
+        s.setblocking(False)
+        reqs = b"".join(
+            struct.pack(">IHHQQI", 0x25609513, 0, 0, i, (i % 60) * MiB, 4 * MiB)
+            for i in range(400)  # 1.6 GB of replies asked for, none read
+        )
+        sent = 0
+        deadline = time.monotonic() + 5
+        while sent < len(reqs) and time.monotonic() < deadline:
+            try:
+                sent += s.send(reqs[sent:])
+            except BlockingIOError:
+                time.sleep(0.05)
+        (conn,) = list(srv.server.connections)
+        while not conn.read_paused and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
+        assert conn.read_paused  # the server stopped reading our requests
+        assert len(conn.backlog) > 300  # and stopped starting the ones it had parsed
+        queued = srv.call(_queued(conn))
+        assert queued < 64 * MiB, queued
+        s.close()
+
+
+async def _queued(conn: object) -> int:
+    transport = conn.transport  # type: ignore[attr-defined]
+    return int(transport.get_write_buffer_size()) + int(conn.inflight)  # type: ignore[attr-defined]
+
+
+class SlowDevice:
+    """Async device whose writes take a while: shutdown must wait for them."""
+
+    size = MiB
+
+    def __init__(self) -> None:
+        self.data = bytearray(MiB)
+        self.started = asyncio.Event()
+
+    async def pread(self, n: int, offset: int) -> bytes:
+        return bytes(self.data[offset : offset + n])
+
+    async def pwrite(self, data: bytes, offset: int) -> None:
+        self.started.set()
+        await asyncio.sleep(0.5)
+        self.data[offset : offset + len(data)] = data
+
+
+def test_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
+    dev = SlowDevice()
+    srv = ServerThread(dev, socket=str(tmp_path / "slow.sock"))
+    try:
+        s = _handshake_raw(srv.server._unix_paths[0])
+        s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 42, 100, 5) + b"hello")
+        srv.call(dev.started.wait())
+        srv.call(srv.server.aclose())  # while the write sleeps
+        reply = s.recv(16)
+        assert struct.unpack(">IIQ", reply) == (0x67446698, 0, 42)
+        assert s.recv(16) == b""  # then the server closed the connection
+        s.close()
+    finally:
+        srv.close()
+    assert dev.data[100:105] == b"hello"

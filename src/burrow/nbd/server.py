@@ -18,6 +18,7 @@ import logging
 import os
 import ssl
 import stat
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -48,6 +49,7 @@ from burrow.proto.nbd.constants import (
 )
 from burrow.proto.nbd.events import (
     Disconnect,
+    Event,
     ExportInfo,
     Request,
     StartTLS,
@@ -133,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self.idle = asyncio.Event()
         self.idle.set()
         self.tls_early: list[bytes] | None = None  # set while STARTTLS is in progress
+        self.backlog: deque[Event] = deque()  # parsed events not started yet (throttling)
 
     # -- transport callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,7 +154,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._update_reading()
+        self._dispatch()
 
     def data_received(self, data: bytes) -> None:
         if self.tls_early is not None:
@@ -167,8 +170,22 @@ class _Connection(asyncio.Protocol):
             self._send()
             self._abort()
             return
+        if self.backlog:
+            self.backlog.extend(events)
+        else:
+            self.backlog = deque(events)
+        self._dispatch()
+
+    def _throttled(self) -> bool:
+        return self.write_paused or self.inflight > self.server.max_inflight
+
+    def _dispatch(self) -> None:
+        """Start the requests parsed so far, unless too much is in flight or the client is not
+        reading our replies: then they wait here (and the socket is not read) until it drains."""
+        backlog = self.backlog
         backend = self.backend
-        for ev in events:
+        while backlog and not self._throttled():
+            ev = backlog.popleft()
             if type(ev) is Request:
                 if ev.command == NBD_CMD_READ and backend is not None and not ev.flags:
                     try:
@@ -195,6 +212,7 @@ class _Connection(asyncio.Protocol):
                 self._send()
                 self._spawn(self._close_when_idle())
         self._send()
+        self._update_reading()
 
     # -- helpers -------------------------------------------------------------------------------
     def _send(self) -> None:
@@ -217,7 +235,9 @@ class _Connection(asyncio.Protocol):
         t = self.transport
         if t is None or t.is_closing():
             return
-        want_pause = self.write_paused or self.inflight > self.server.max_inflight
+        want_pause = bool(self.backlog) or self._throttled()
+        if self.tls_early is not None:
+            return  # start_tls() owns the reading state until the handshake is over
         if want_pause and not self.read_paused:
             self.read_paused = True
             t.pause_reading()
@@ -306,8 +326,9 @@ class _Connection(asyncio.Protocol):
             sm.reply_error(req.cookie, NBD_EIO, f"internal error: {type(exc).__name__}")
         finally:
             self.inflight -= cost
-            self._update_reading()
         self._send()
+        if self.backlog or self.read_paused:
+            self._dispatch()
 
     async def _start_tls(self) -> None:
         ctx = self.server.ssl_context
