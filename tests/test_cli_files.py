@@ -394,3 +394,35 @@ def test_help_of_every_file_command_is_light() -> None:
         proc = burrow_cli(cmd, "--help")
         assert b"usage: burrow " + cmd.encode() in proc.stdout
     assert shutil.which("true")
+
+
+def test_cp_image_to_image(
+    ro_disk: Path, rw_disk: Path, tmp_path: Path, trees: tuple[Path, Path]
+) -> None:
+    burrow_cli("cp", "-r", f"{ro_disk}:/srv/data", f"{rw_disk}@ESP:/")
+    burrow_cli("cp", "-a", f"{ro_disk}:/home", f"{rw_disk}:/home-copy")
+    part = esp_part(rw_disk, tmp_path)
+    run(["fsck.fat", "-n", part])
+    got = subprocess.run(["mtype", "-i", str(part), "::/data/deep/er/file"], capture_output=True)
+    assert got.stdout == b"x" * 5000
+    st = json.loads(burrow_cli("stat", "--json", f"{rw_disk}:/home-copy/alice/notes.txt").stdout)
+    if os.geteuid() == 0:  # the source tree has alice's ids only when made as root
+        assert (st["uid"], st["gid"]) == (1000, 1000)
+    e2fsck_clean(root_part(rw_disk, tmp_path))
+    # within one image: a copy of a directory into its own subtree is refused
+    proc = burrow_cli("cp", "-r", f"{rw_disk}:/srv", f"{rw_disk}:/srv/data/inside", check=False)
+    assert proc.returncode == errors.EXIT_FILESYSTEM and b"into itself" in proc.stderr
+
+
+def test_shell_completion_lists_image_paths(ro_disk: Path) -> None:
+    from burrow.cli.commands.shell import BurrowShell
+    from burrow.disk import open_target
+
+    with open_target(str(ro_disk)) as target:
+        sh = BurrowShell(target.fs, "disk", interactive=False)
+        assert sh.complete_path("/et") == ["/etc/"]
+        assert sh.complete_path("/etc/host") == ["/etc/hostname"]
+        assert "/srv/data/" in sh.complete_path("/srv/d")
+        sh.onecmd("cd /etc")
+        assert sh.complete_path("os") == ["os-release"]
+        assert sh.completenames("ca") == ["cat "]
