@@ -154,10 +154,11 @@ def parse_mode(text: str, old: int, *, is_dir: bool = False, umask: int = 0) -> 
 
 
 def fs_address(text: str) -> Address:
-    """Parse an operand that must be inside an image (``IMAGE[@PART]:PATH``)."""
+    """Parse an operand that must be inside an image (``IMAGE[@PART]:PATH``); a bare
+    ``IMAGE[@PART]`` means its root."""
     from burrow.disk import parse_address
 
-    addr = parse_address(text)
+    addr = parse_address(text, image_required=True)
     if addr.kind == "host":
         raise UsageError(f"{text}: not an image path (use IMAGE[@PART]:PATH)")
     return addr
