@@ -32,7 +32,6 @@ from burrow.block.qcow2.header import (
     Snapshot,
     parse_header,
     parse_snapshots,
-    snapshot_table_bound,
 )
 from burrow.block.qcow2.hostfile import HostFile
 from burrow.block.qcow2.refcount import Refcounts
@@ -142,8 +141,7 @@ class Qcow2Device(BlockDevice):
         self._stats = {"compressed_reads": 0, "data_syscalls": 0, "clusters_written": 0}
         self.snapshots: list[Snapshot] = []
         if hdr.nb_snapshots:
-            table = f.read_upto(snapshot_table_bound(hdr, f.size), hdr.snapshots_offset)
-            self.snapshots = parse_snapshots(hdr, table)
+            self.snapshots = parse_snapshots(hdr, f.read_meta)
         self._meta: set[int] = set()
         self._refs: Refcounts | None = None
         if not readonly:

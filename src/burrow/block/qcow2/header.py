@@ -10,6 +10,7 @@ feature.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -412,14 +413,20 @@ def _check_features(hdr: Header) -> None:
         raise CorruptImage("qcow2 header", 72, "extended L2 entries need clusters >= 16 KiB")
 
 
-def parse_snapshots(hdr: Header, table: bytes) -> list[Snapshot]:
-    """Parse ``nb_snapshots`` entries from ``table`` (read from ``snapshots_offset``)."""
+def parse_snapshots(hdr: Header, read: Callable[[int, int, str], bytes]) -> list[Snapshot]:
+    """Parse ``nb_snapshots`` entries starting at ``snapshots_offset``.
+
+    ``read(n, offset, structure)`` returns exactly ``n`` bytes or raises ``CorruptImage``;
+    entries are read one at a time, so opening costs what the table really holds (bounded by
+    qemu's 64 MiB limit), not the bound.
+    """
     out: list[Snapshot] = []
-    pos = 0
     base = hdr.snapshots_offset
+    pos = 0
     for _ in range(hdr.nb_snapshots):
-        if pos + SNAPSHOT_HEADER.size > len(table):
-            raise CorruptImage("qcow2 snapshot table", base + pos, "truncated entry")
+        if pos + SNAPSHOT_HEADER.size > MAX_SNAPSHOT_TABLE_BYTES:
+            raise CorruptImage("qcow2 snapshot table", base, "larger than qemu's 64 MiB limit")
+        head = read(SNAPSHOT_HEADER.size, base + pos, "qcow2 snapshot table")
         (
             l1_off,
             l1_size,
@@ -430,19 +437,20 @@ def parse_snapshots(hdr: Header, table: bytes) -> list[Snapshot]:
             vm_clock,
             vm_state,
             extra_size,
-        ) = SNAPSHOT_HEADER.unpack_from(table, pos)
+        ) = SNAPSHOT_HEADER.unpack(head)
         if extra_size > MAX_SNAPSHOT_EXTRA:
             raise CorruptImage("qcow2 snapshot table", base + pos, "extra data too large")
-        body = pos + SNAPSHOT_HEADER.size
-        end = body + extra_size + id_size + name_size
-        if end > len(table):
-            raise CorruptImage("qcow2 snapshot table", base + pos, "entry overflows the table")
+        body_len = extra_size + id_size + name_size
+        end = pos + SNAPSHOT_HEADER.size + body_len
+        if end > MAX_SNAPSHOT_TABLE_BYTES:
+            raise CorruptImage("qcow2 snapshot table", base, "larger than qemu's 64 MiB limit")
+        body = read(body_len, base + pos + SNAPSHOT_HEADER.size, "qcow2 snapshot table")
         disk_size: int | None = None
         if extra_size >= SNAPSHOT_EXTRA.size:
-            large, disk_size = SNAPSHOT_EXTRA.unpack_from(table, body)
+            large, disk_size = SNAPSHOT_EXTRA.unpack_from(body, 0)
             vm_state = large or vm_state
-        ids = table[body + extra_size : body + extra_size + id_size]
-        name = table[body + extra_size + id_size : end]
+        ids = body[extra_size : extra_size + id_size]
+        name = body[extra_size + id_size :]
         if l1_size * 8 > MAX_L1_BYTES or l1_off % 512:
             raise CorruptImage("qcow2 snapshot table", base + pos, "bad snapshot L1 table")
         out.append(
@@ -461,11 +469,6 @@ def parse_snapshots(hdr: Header, table: bytes) -> list[Snapshot]:
         pos = (end + 7) & ~7
     hdr.snapshots_size = pos
     return out
-
-
-def snapshot_table_bound(hdr: Header, file_size: int) -> int:
-    """How many bytes of snapshot table to read at most (bounded by qemu's limit and the file)."""
-    return max(0, min(MAX_SNAPSHOT_TABLE_BYTES, file_size - hdr.snapshots_offset))
 
 
 def build_header(
