@@ -128,3 +128,24 @@ def test_read_only_access_and_no_access(tmp_path: Path) -> None:
             connect(srv.url("nonexistent"), key=alice, server_key=srv.server_pub)
         assert srv.stats()["refused_calls"] == 1
     assert sorted(os.listdir(a)) == ["f"]
+
+
+@pytest.mark.tool("mkfs.ext4", "debugfs", "e2fsck")
+def test_share_an_ext4_image(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "motd").write_text("inside the image\n")
+    img = tmp_path / "disk.img"
+    subprocess.run(["mkfs.ext4", "-q", "-d", str(src), str(img), "16M"], check=True)
+    alice = KeyPair.generate()
+    with running_server({"img": img}, peers_of(("alice", alice, {"img": "rw"}))) as srv:
+        pfs = PathFS(connect(srv.url("img"), key=alice, server_key=srv.server_pub))
+        assert pfs.read_text("/etc/motd") == "inside the image\n"
+        assert "lost+found" in pfs.listdir("/")
+        assert not pfs.readonly  # a writable image and an rw peer
+        pfs.write_bytes("/etc/added", b"written over the share\n")
+        pfs.close()
+    # the worker committed on shutdown: e2fsck is clean and debugfs sees the new file
+    res = subprocess.run(["debugfs", "-R", "cat /etc/added", str(img)], capture_output=True)
+    assert res.stdout == b"written over the share\n"
+    assert subprocess.run(["e2fsck", "-fn", str(img)], capture_output=True).returncode == 0
