@@ -608,3 +608,20 @@ def test_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
     finally:
         srv.close()
     assert dev.data[100:105] == b"hello"
+
+
+def test_a_client_that_never_finishes_the_handshake_is_dropped(tmp_path: Path) -> None:
+    with serving(MemoryDevice(MiB), tmp_path, handshake_timeout=0.3) as srv:
+        idle = socket.socket(socket.AF_UNIX)
+        idle.connect(srv.server._unix_paths[0])
+        idle.settimeout(5)
+        assert idle.recv(18)[:8] == b"NBDMAGIC"
+        assert idle.recv(1) == b""  # closed by the server after the timeout
+        idle.close()
+        ok = _handshake_raw(srv.server._unix_paths[0])  # a prompt client is unaffected
+        import time
+
+        time.sleep(0.5)
+        ok.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 3, 9, 0, 0))  # FLUSH
+        assert struct.unpack(">IIQ", ok.recv(16)) == (0x67446698, 0, 9)
+        ok.close()

@@ -63,6 +63,7 @@ __all__ = ["Export", "NBDServer", "nbd_error", "serve", "start_server"]
 log = logging.getLogger("burrow.nbd")
 
 DEFAULT_MAX_INFLIGHT = 64 * 1024 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 60.0  # seconds a client may take to reach transmission
 JOIN_MAX = 256 * 1024  # replies up to this size are joined into one write
 MAX_OPTION_BACKLOG = 1024 * 1024  # bytes a client may send while its TLS handshake completes
 SPARSE_READ_MIN = 64 * 1024  # structured reads at least this big look for holes
@@ -136,17 +137,31 @@ class _Connection(asyncio.Protocol):
         self.idle.set()
         self.tls_early: list[bytes] | None = None  # set while STARTTLS is in progress
         self.backlog: deque[Event] = deque()  # parsed events not started yet (throttling)
+        self.handshake_timer: asyncio.TimerHandle | None = None
 
     # -- transport callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have the same API.
         self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
+        timeout = self.server.handshake_timeout
+        if timeout:
+            self.handshake_timer = asyncio.get_running_loop().call_later(
+                timeout, self._handshake_expired
+            )
         self._send()
+
+    def _handshake_expired(self) -> None:
+        if not self.sm.in_transmission:
+            log.info("NBD client dropped: handshake not finished in time")
+            self._abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        self.backlog.clear()  # nobody will read the answers
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -202,6 +217,9 @@ class _Connection(asyncio.Protocol):
             elif isinstance(ev, TransmissionStarted):
                 self.backend = backend = self.server.exports[ev.export.name].backend
                 self.structured = ev.structured_replies
+                if self.handshake_timer is not None:
+                    self.handshake_timer.cancel()
+                    self.handshake_timer = None
             elif isinstance(ev, StartTLS):
                 self._send()
                 if self.transport is not None:  # the ClientHello is for the TLS layer, not us
@@ -378,7 +396,9 @@ class NBDServer:
         ssl_context: ssl.SSLContext | None = None,
         tls_mode: TLSMode | str | None = None,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
+        self.handshake_timeout = handshake_timeout
         self.exports: dict[str, Export] = {}
         for exp in exports:
             if exp.name in self.exports:
@@ -500,6 +520,7 @@ async def start_server(
     tls_key: str | None = None,
     tls: str | None = None,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> NBDServer:
     """Start serving and return the running server (``.uris``, ``await .aclose()``).
 
@@ -518,6 +539,7 @@ async def start_server(
         ssl_context=ctx,
         tls_mode=mode,
         max_inflight=max_inflight,
+        handshake_timeout=handshake_timeout,
     )
     try:
         if socket is not None:
