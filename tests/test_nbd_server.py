@@ -625,3 +625,23 @@ def test_a_client_that_never_finishes_the_handshake_is_dropped(tmp_path: Path) -
         ok.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 3, 9, 0, 0))  # FLUSH
         assert struct.unpack(">IIQ", ok.recv(16)) == (0x67446698, 0, 9)
         ok.close()
+
+
+class OddExtents:
+    """A user class whose extents() overshoots the range asked for: the server must clip."""
+
+    size = 8 * MiB
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return bytes(n)
+
+    def extents(self, n: int, offset: int) -> list[tuple[int, int, int]]:
+        return [(0, 4 * MiB, 3), (4 * MiB, 1 << 40, 0)]  # far past the end of the device
+
+
+def test_user_extents_are_clipped_to_the_request(tmp_path: Path) -> None:
+    from burrow.block import open as open_dev
+
+    with serving(OddExtents(), tmp_path) as srv, open_dev(srv.uri) as remote:
+        runs = [(e.offset, e.length, int(e.flags)) for e in remote.extents(6 * MiB, MiB)]
+    assert runs == [(MiB, 3 * MiB, 3), (4 * MiB, 3 * MiB, 0)]

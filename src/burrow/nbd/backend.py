@@ -185,17 +185,29 @@ class Backend:
         return None
 
 
-def _runs(extents: Iterable[Extent], limit: int) -> list[tuple[int, int]]:
-    """``(length, flags)`` pairs, merged when neighbours agree, at most ``limit`` of them."""
+def _runs(extents: Iterable[Extent], limit: int, offset: int, n: int) -> list[tuple[int, int]]:
+    """``(length, flags)`` pairs covering ``[offset, offset+n)`` from its start, merged when
+    neighbours agree, at most ``limit`` of them. Extents are clipped to the range; a gap or an
+    extent out of order ends the list early (a shorter answer is allowed, a wrong one is not)."""
     out: list[tuple[int, int]] = []
+    pos, end = offset, offset + n
     for ext in extents:
-        flags = int(ext.flags) & 3
-        if out and out[-1][1] == flags:
-            out[-1] = (out[-1][0] + ext.length, flags)
+        start, stop = max(ext.offset, pos), min(ext.offset + ext.length, end)
+        if ext.offset > pos or stop <= start:
+            if ext.offset > pos:
+                break
             continue
-        if len(out) >= limit:
+        flags = int(ext.flags) & 3
+        length = stop - start
+        if out and out[-1][1] == flags:
+            out[-1] = (out[-1][0] + length, flags)
+        elif len(out) >= limit:
             break
-        out.append((ext.length, flags))
+        else:
+            out.append((length, flags))
+        pos = stop
+        if pos >= end:
+            break
     return out
 
 
@@ -259,7 +271,7 @@ class ThreadBackend(Backend):
     def _sparse(self, n: int, offset: int) -> list[tuple[int, int, bytearray | None]]:
         out: list[tuple[int, int, bytearray | None]] = []
         pos = offset
-        for length, flags in _runs(self.dev.extents(n, offset), MAX_EXTENTS):
+        for length, flags in _runs(self.dev.extents(n, offset), MAX_EXTENTS, offset, n):
             length = min(length, offset + n - pos)
             if length <= 0:
                 break
@@ -312,7 +324,7 @@ class ThreadBackend(Backend):
 
     async def extents(self, n: int, offset: int) -> list[tuple[int, int]]:
         dev = self.dev
-        return list(await self._call(lambda: _runs(dev.extents(n, offset), MAX_EXTENTS)))
+        return list(await self._call(lambda: _runs(dev.extents(n, offset), MAX_EXTENTS, offset, n)))
 
     async def cache(self, n: int, offset: int) -> None:
         await self._call(self.dev.cache, n, offset)
@@ -399,7 +411,7 @@ class AsyncBackend(Backend):
             got = [item async for item in items]
         else:
             got = list(itertools.islice(await self._maybe(items), MAX_EXTENTS))
-        return _runs(_as_extents(got, offset, n), MAX_EXTENTS)
+        return _runs(_as_extents(got, offset, n), MAX_EXTENTS, offset, n)
 
     def close(self) -> None:
         close = getattr(self.obj, "close", None)
