@@ -438,6 +438,47 @@ def test_checksum_mismatch_detected_and_ignorable(scratch: Path) -> None:
     assert fs.read(fs.lookup(fs.root_ino, "tiny.txt"), 0, 5) == b"01234"
 
 
+CSUM_DAMAGE = {
+    # name: (offset finder, structure named in the CorruptImage)
+    "superblock": (lambda img: 1024 + 0x78, "ext4_super_block"),  # s_volume_name
+    "group-desc": (lambda img: 4096 + 0x0C, "ext4_group_desc"),  # bg_free_blocks_count_lo
+    "dir-leaf": (lambda img: _bmap(img, "/bigdir", 1) * 4096 + 9, "ext4_dir_entry_tail"),
+    "dx-root": (lambda img: _bmap(img, "/bigdir", 0) * 4096 + 0x24, "dx_tail"),
+    "xattr-block": (
+        lambda img: (
+            int(re.search(r"File ACL: (\d+)", debugfs(img, "stat /xattrs.txt"))[1])  # type: ignore[index]
+            * 4096
+            + 4000
+        ),
+        "ext4_xattr_header",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CSUM_DAMAGE))
+def test_metadata_csum_mismatches(scratch: Path, name: str) -> None:
+    """One flipped byte that only a checksum can notice: CorruptImage naming the structure;
+    with ignore_checksums the same walk completes."""
+    finder, structure = CSUM_DAMAGE[name]
+    offset = finder(scratch)
+    with open(scratch, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+    def everything(fs: Ext4Filesystem) -> None:
+        _walk_all(fs)
+        d = fs.lookup(fs.root_ino, "bigdir")
+        fs.lookup(d, "entry-00042-" + "x" * 2)
+        fs.statfs()
+
+    with pytest.raises(CorruptImage) as exc:
+        everything(open_ext4(RawDevice(scratch)))
+    assert exc.value.structure == structure
+    everything(open_ext4(RawDevice(scratch), ignore_checksums=True))
+
+
 def test_bad_group_desc_checksum_crc16(images: dict[str, Path], tmp_path: Path) -> None:
     """gdt_csum (crc16) without metadata_csum: a changed descriptor is reported."""
     image = tmp_path / "g.img"
