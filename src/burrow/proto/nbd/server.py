@@ -566,10 +566,7 @@ class NBDServerConnection:
     ) -> int:
         """Validate one request whose header is at ``hpos`` (or in ``header``); ``pos`` is the
         first byte after it. Returns the new position in ``mv``."""
-        if header is not None:
-            fields = REQUEST.unpack(header)
-        else:
-            fields = REQUEST.unpack_from(mv, hpos)
+        fields = REQUEST.unpack(header) if header is not None else REQUEST.unpack_from(mv, hpos)
         magic, flags, cmd, cookie, offset = fields[:5]
         length: int = fields[5]
         if magic != NBD_REQUEST_MAGIC:
