@@ -292,7 +292,7 @@ class FatTable:
             old = arr[within : within + m]
             if self._free is not None:
                 self._free += part.count(0) - old.count(0)
-            if self.bits == 32 and any(v & ~FAT32_MASK & 0xFFFFFFFF for v in old):
+            if self.bits == 32 and old and max(old) > FAT32_MASK:  # max() loops in C
                 for j, v in enumerate(old):  # keep the reserved high 4 bits (rare)
                     part[j] |= v & ~FAT32_MASK & 0xFFFFFFFF
             arr[within : within + m] = part
