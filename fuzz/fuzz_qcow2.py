@@ -69,6 +69,14 @@ def seeds(tmp_path: Path) -> list[bytes]:
     _qemu("snapshot", "-c", "s1", str(snap))
     _io(snap, "write -P 0x22 4096 9000")
     out.append(snap.read_bytes())
+    dirty = tmp_path / "dirty.qcow2"  # lazy refcounts + SIGKILL: stale refcounts to rebuild
+    _qemu("create", "-q", "-f", "qcow2", "-o", "cluster_size=512,lazy_refcounts=on",
+          str(dirty), "1M")  # fmt: skip
+    subprocess.run(
+        ["qemu-io", "-c", "write -P 0x33 0 20000", "-c", "sigraise 9", str(dirty)],
+        capture_output=True,
+    )
+    out.append(dirty.read_bytes())
     raw = tmp_path / "plain.raw"
     raw.write_bytes(os.urandom(4096) + bytes(4096) + b"\x11" * 8192)
     for ctype in ("zlib", "zstd"):

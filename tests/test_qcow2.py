@@ -321,12 +321,22 @@ def test_refused_features(tmp_path: Path) -> None:
     img.write_bytes(bytes(raw))
     with pytest.raises(Unsupported):
         block.open(img)
-    raw[72:80] = (1).to_bytes(8, "big")  # dirty: readable, not writable
+    raw[72:80] = (2).to_bytes(8, "big")  # qemu's corrupt bit: readable, not writable
     img.write_bytes(bytes(raw))
     with block.open(img) as dev:
         assert dev.pread(10, 0) == bytes(10)
     with pytest.raises(Unsupported) as err:
         block.open(img, readonly=False)
+    assert err.value.feature == "corrupt bit"
+    # A dirty image with persistent bitmaps: burrow cannot account for the bitmap clusters.
+    bm = tmp_path / "bitmap.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", bm, "1M")
+    qemu_img("bitmap", "--add", bm, "b0")
+    raw = bytearray(bm.read_bytes())
+    raw[72:80] = (1).to_bytes(8, "big")
+    bm.write_bytes(bytes(raw))
+    with pytest.raises(Unsupported) as err:
+        block.open(bm, readonly=False)
     assert err.value.feature == "dirty bit"
 
 

@@ -150,10 +150,6 @@ class Qcow2Device(BlockDevice):
 
     def _setup_write(self) -> None:
         hdr = self.hdr
-        if hdr.incompatible_features & INCOMPAT_DIRTY:
-            raise Unsupported(
-                "dirty bit", "refcounts may be stale; repair with `qemu-img check -r all` first"
-            )
         if hdr.incompatible_features & INCOMPAT_CORRUPT:
             raise Unsupported("corrupt bit", "qemu marked this image corrupt; open it read-only")
         meta = self._meta
@@ -174,6 +170,13 @@ class Qcow2Device(BlockDevice):
         if hdr.nb_snapshots:
             self._track_snapshots()
         self._refs = Refcounts(self.f, hdr, meta)
+        if hdr.incompatible_features & INCOMPAT_DIRTY:
+            # Lazy refcounts left stale by a crash: rebuild them first, as qemu does.
+            from burrow.block.qcow2.repair import rebuild_refcounts
+
+            self._stats["repaired_refcount_blocks"] = rebuild_refcounts(
+                self.f, hdr, self._l1, self.snapshots, self._refs
+            )
         if hdr.autoclear_features:
             # The spec: a writer that does not maintain these features must clear their bits
             # (for bitmaps, so that qemu knows they are stale).
