@@ -46,6 +46,7 @@ _PACKAGE_FORMATS = [
 ]
 
 MAX_TEXT = 1 << 20  # never read more than this of a config file
+MAX_DATABASE = 64 << 20  # package databases larger than this (a hostile sparse file) are skipped
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -165,6 +166,8 @@ def _packages(pfs: PathFS) -> dict[str, Any] | None:
 
 def _read_text_whole(pfs: PathFS, path: str) -> str | None:
     try:
+        if pfs.stat(path).st_size > MAX_DATABASE:
+            return None  # i_size comes from the image: never allocate what it claims
         return pfs.read_bytes(path).decode("utf-8", "replace")
     except (BurrowError, OSError):
         return None
@@ -192,7 +195,7 @@ def _match(spec: str, entries: list[FilesystemEntry]) -> FilesystemEntry | None:
         # /dev/sda2, /dev/vda2, /dev/nvme0n1p2, /dev/mmcblk0p2: trailing partition number
         digits = ""
         for ch in reversed(spec):
-            if not ch.isdigit():
+            if ch not in "0123456789":  # str.isdigit() accepts "²", which int() refuses
                 break
             digits = ch + digits
         if digits:
