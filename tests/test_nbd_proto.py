@@ -395,3 +395,24 @@ def test_client_rejects_replies_outside_the_request() -> None:
     sm.reply_read(1, 4096, b"x" * 512)  # wrong offset
     with pytest.raises(RemoteProtocolError):
         client.receive_data(sm.data_to_send())
+
+
+def test_selective_tls_with_a_tls_only_export() -> None:
+    secret = ExportInfo("secret", SIZE, transmission_flags(readonly=True), tls_only=True)
+    sm = NBDServerConnection({"": RW, "secret": secret}, tls=TLSMode.SELECTIVE)
+    sm.data_to_send()
+    sm.receive_data(struct.pack(">I", 3))
+    sm.receive_data(opt(C.NBD_OPT_LIST))
+    names = [d[4:] for _, t, d in replies(sm.data_to_send()) if t == C.NBD_REP_SERVER]
+    assert names == [b""]  # the TLS-only export is not listed before TLS
+    sm.receive_data(opt(C.NBD_OPT_STRUCTURED_REPLY))
+    sm.receive_data(opt(C.NBD_OPT_SET_META_CONTEXT, meta_data("secret", "base:allocation")))
+    sm.receive_data(opt(C.NBD_OPT_GO, info_data("secret")))
+    got = [t for _, t, _ in replies(sm.data_to_send())]
+    # TLS_REQD only for INFO/GO/EXPORT_NAME; the plaintext export still works
+    assert got == [C.NBD_REP_ACK, C.NBD_REP_ERR_POLICY, C.NBD_REP_ERR_TLS_REQD]
+    sm.receive_data(opt(C.NBD_OPT_STARTTLS))
+    sm.data_to_send()
+    sm.tls_established()
+    events = sm.receive_data(opt(C.NBD_OPT_GO, info_data("secret")))
+    assert isinstance(events[-1], TransmissionStarted) and events[-1].export is secret

@@ -475,7 +475,8 @@ class NBDServerConnection:
             self._reply(option, NBD_REP_ERR_UNKNOWN, b"no such export")
             return
         if info.tls_only and not self._tls_active:
-            self._reply(option, NBD_REP_ERR_TLS_REQD, b"this export needs TLS")
+            # TLS_REQD is only allowed for INFO/GO/EXPORT_NAME (SELECTIVETLS rules).
+            self._reply(option, NBD_REP_ERR_POLICY, b"this export needs TLS")
             return
         if any(b":" not in q for q in queries):
             self._reply(option, NBD_REP_ERR_INVALID, b"a query lacks the namespace colon")
