@@ -154,7 +154,14 @@ def snapshot(root: Path, *, skip: tuple[str, ...] = ("lost+found",)) -> dict[str
 def burrow_cli(*args: str, input: bytes | None = None, check: bool = True,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
     import sys
+    import tempfile
 
+    # Let the many short burrow processes cache bytecode (outside the tree), as an installed
+    # burrow would, even where the environment forbids writing it next to the sources.
+    env = dict(os.environ if env is None else env)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(),
+                                                       f"burrow-pycache-{os.getuid()}"))  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "burrow", *args], capture_output=True, input=input, env=env
     )
