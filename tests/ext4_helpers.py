@@ -113,6 +113,11 @@ def make_source_tree(root: Path, *, big_entries: int = 5000) -> Path:
         f.write(b"middle" * 1000)
         f.seek(12 << 20)
         f.write(b"end")
+    with open(root / "fragmented.bin", "wb") as f:  # 1200 extents: index blocks, depth >= 1
+        for i in range(1200):
+            f.seek(i * 8192)
+            f.write(b"%07d" % i)
+        f.truncate(1200 * 8192)
     with open(root / "sparse-5g.bin", "wb") as f:
         f.write(b"head")
         f.seek(SIZE_5G)

@@ -374,6 +374,15 @@ def _bmap(image: Path, path: str, lblk: int) -> int:
     return int(debugfs(image, f"bmap {path} {lblk}").strip())
 
 
+def _extent_leaf(image: Path) -> int:
+    """Physical block of the first extent leaf block of /fragmented.bin (debugfs ex)."""
+    for line in debugfs(image, "ex /fragmented.bin").splitlines():
+        parts = line.split()
+        if parts[:2] == ["0/", "1"]:
+            return int(parts[7])
+    raise AssertionError("no index level in /fragmented.bin")
+
+
 CORRUPTIONS = {
     # name: (path or None, how to find the offset, bytes)
     "sb-magic": lambda img: (1024 + 0x38, b"\0\0"),
@@ -394,6 +403,19 @@ CORRUPTIONS = {
     "inode-extent-start": lambda img: (
         _inode_offset(img, "/random-1m.bin", 4096) + 0x28 + 12 + 8,
         b"\xff\xff\xff\x7f",
+    ),
+    "extent-leaf-magic": lambda img: (_extent_leaf(img) * 4096, b"\0\0"),
+    "extent-leaf-depth": lambda img: (_extent_leaf(img) * 4096 + 6, b"\x01\0"),
+    "extent-leaf-entries": lambda img: (_extent_leaf(img) * 4096 + 2, b"\xff\x7f"),
+    "extent-index-duplicate": lambda img: (
+        _inode_offset(img, "/fragmented.bin", 4096) + 0x28 + 12 + 12 + 4,
+        Path(img).read_bytes()[
+            _inode_offset(img, "/fragmented.bin", 4096) + 0x28 + 16 : _inode_offset(
+                img, "/fragmented.bin", 4096
+            )
+            + 0x28
+            + 20
+        ],
     ),
     "inode-extra-isize": lambda img: (_inode_offset(img, "/tiny.txt", 4096) + 0x80, b"\xff\x00"),
     "dir-rec-len-zero": lambda img: (_bmap(img, "/d1", 0) * 4096 + 4, b"\0\0"),
