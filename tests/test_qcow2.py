@@ -328,16 +328,23 @@ def test_refused_features(tmp_path: Path) -> None:
     with pytest.raises(Unsupported) as err:
         block.open(img, readonly=False)
     assert err.value.feature == "corrupt bit"
-    # A dirty image with persistent bitmaps: burrow cannot account for the bitmap clusters.
+    # Persistent bitmaps: writing would invalidate them, so it is refused; reading works.
     bm = tmp_path / "bitmap.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", bm, "1M")
     qemu_img("bitmap", "--add", bm, "b0")
+    with pytest.raises(Unsupported) as err:
+        block.open(bm, readonly=False)
+    assert err.value.feature == "bitmaps"
+    with block.open(bm) as dev:
+        assert dev.pread(10, 0) == bytes(10)
+    check_clean(bm)
+    # ... and a dirty image with bitmaps could not have its refcounts rebuilt either.
     raw = bytearray(bm.read_bytes())
     raw[72:80] = (1).to_bytes(8, "big")
     bm.write_bytes(bytes(raw))
     with pytest.raises(Unsupported) as err:
         block.open(bm, readonly=False)
-    assert err.value.feature == "dirty bit"
+    assert err.value.feature in ("bitmaps", "dirty bit")
 
 
 def test_readonly_never_writes(tmp_path: Path) -> None:

@@ -152,6 +152,12 @@ class Qcow2Device(BlockDevice):
         hdr = self.hdr
         if hdr.incompatible_features & INCOMPAT_CORRUPT:
             raise Unsupported("corrupt bit", "qemu marked this image corrupt; open it read-only")
+        if hdr.has_bitmaps_extension and hdr.autoclear_features & AUTOCLEAR_BITMAPS:
+            # A writer without bitmap support must clear the bitmaps bit, which makes qemu
+            # drop every bitmap (and report their clusters as leaked): refuse instead.
+            raise Unsupported(
+                "bitmaps", "writing would invalidate the image's persistent dirty bitmaps"
+            )
         meta = self._meta
         meta.add(0)
         first = hdr.l1_table_offset >> self._cb
