@@ -216,3 +216,29 @@ def test_bad_targets_and_options(tmp_path: Path) -> None:
     assert burrow(str(img)).returncode == 2  # no --socket/--listen
     assert burrow("nosuchmodule_xyz:Cls", "--socket", str(tmp_path / "y")).returncode == 2
     assert burrow(f"{img}@1", "--socket", str(tmp_path / "z")).returncode == 2  # no table
+
+
+@pytest.mark.tool("nbdinfo")
+def test_tls_client_certificates(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    img = tmp_path / "disk.raw"
+    img.write_bytes(bytes(65536))
+    sock = tmp_path / "c.sock"
+    args = [str(img), "--socket", str(sock), "--tls-cert", str(cert), "--tls-key", str(key)]
+    with burrow_serve(*args, "--tls-ca", str(cert)) as (uri, proc):
+        with_client = tmp_path / "with"
+        without = tmp_path / "without"
+        for d in (with_client, without):
+            d.mkdir()
+            shutil.copy(cert, d / "ca-cert.pem")
+        shutil.copy(cert, with_client / "client-cert.pem")
+        shutil.copy(key, with_client / "client-key.pem")
+        good = run(["nbdinfo", f"{uri}&tls-certificates={with_client}&tls-hostname=localhost"])
+        assert "with TLS" in good.stdout
+        bad = subprocess.run(
+            ["nbdinfo", f"{uri}&tls-certificates={without}&tls-hostname=localhost"],
+            capture_output=True,
+            text=True,
+        )
+        assert bad.returncode != 0
+        assert stop(proc) == 0

@@ -519,6 +519,7 @@ async def start_server(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tls: str | None = None,
+    tls_ca: str | None = None,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> NBDServer:
@@ -526,13 +527,16 @@ async def start_server(
 
     ``device`` is a BlockDevice, a plain class instance, an async class instance, an
     :class:`Export`, a list of Exports, or a mapping of export names to devices.
-    ``tls`` is ``"required"`` (default with a certificate) or ``"optional"``.
+    ``tls`` is ``"required"`` (default with a certificate) or ``"optional"``; with ``tls_ca``
+    clients must present a certificate signed by that CA.
     """
     if listen is None and socket is None:
         raise UsageError("give listen='HOST:PORT' and/or socket=PATH")
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("TLS needs both a certificate and a key")
-    ctx = make_ssl_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    if tls_ca and not tls_cert:
+        raise UsageError("client certificate checking (tls_ca) needs a server certificate")
+    ctx = make_ssl_context(tls_cert, tls_key, ca=tls_ca) if tls_cert and tls_key else None
     mode = TLSMode(tls) if tls else None
     server = NBDServer(
         _exports_from(device, name=name, description=description, readonly=readonly),

@@ -34,6 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", metavar="FILE", help="x509 certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="private key of the certificate (PEM)")
     p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="require client certificates signed by this CA (PEM)",
+    )
+    p.add_argument(
         "--tls",
         choices=["required", "optional"],
         default="required",
@@ -175,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls=args.tls if args.tls_cert else None,
+            tls_ca=args.tls_ca,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
