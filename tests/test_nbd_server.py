@@ -645,3 +645,41 @@ def test_user_extents_are_clipped_to_the_request(tmp_path: Path) -> None:
     with serving(OddExtents(), tmp_path) as srv, open_dev(srv.uri) as remote:
         runs = [(e.offset, e.length, int(e.flags)) for e in remote.extents(6 * MiB, MiB)]
     assert runs == [(MiB, 3 * MiB, 3), (4 * MiB, 3 * MiB, 0)]
+
+
+def test_serve_inside_a_user_asyncio_program(tmp_path: Path) -> None:
+    """The documented pattern: ``serve()`` as a task of the user's own program, cancelled to
+    stop; the device is flushed and the socket removed."""
+    import burrow.nbd
+    from burrow.block.nbd_client import open_nbd_uri
+
+    flushed: list[bool] = []
+
+    class Dev(MemoryDevice):
+        def _flush(self) -> None:
+            flushed.append(True)
+
+    dev = Dev(MiB)
+    sock = tmp_path / "user.sock"
+
+    async def program() -> bytes:
+        ready = asyncio.Event()
+        task = asyncio.create_task(
+            burrow.nbd.serve(dev, socket=str(sock), ready=lambda srv: ready.set())
+        )
+        await ready.wait()
+
+        def client() -> bytes:
+            with open_nbd_uri(f"nbd+unix:///?socket={sock}", readonly=False) as remote:
+                remote.pwrite(b"from the user program", 10)
+                return remote.pread(21, 10)
+
+        got = await asyncio.to_thread(client)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return got
+
+    assert asyncio.run(program()) == b"from the user program"
+    assert flushed and not sock.exists()
+    assert dev.pread(21, 10) == b"from the user program"
