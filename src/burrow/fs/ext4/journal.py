@@ -6,10 +6,15 @@ Three passes over the log, as the kernel does:
 1. SCAN: from ``s_start``/``s_sequence`` follow descriptor, revoke and commit blocks while the
    sequence numbers match and checksums hold; the first transaction without a valid commit
    block ends the log.
+   A descriptor or revoke block with a bad checksum is tolerated only if the transaction's
+   commit block is older than the previous one (a stale block from an earlier use of the
+   log); otherwise the journal is corrupt, as ``need_check_commit_time`` decides in the kernel.
 2. REVOKE: collect revoke records (block -> newest revoking transaction).
 3. REPLAY: copy every logged block of every committed transaction to its home location in an
    overlay (``dict`` block -> bytes), unless a same-or-later transaction revoked it; escaped
-   blocks get their magic number back.
+   blocks get their magic number back. A logged block whose tag checksum fails makes the
+   kernel fail the mount; here it raises ``CorruptImage`` (or is skipped, as the kernel skips
+   it, with ``ignore_checksums``).
 
 The overlay is a read-only :class:`JournalOverlay` device over the caller's device.
 Fast-commit areas (``fast_commit``) are not replayed: a dirty journal with that feature is
@@ -205,11 +210,18 @@ class _Journal:
     def _pass(
         self, which: int, end_seq: int | None, revoked: dict[int, int], overlay: dict[int, bytes]
     ) -> int:
+        """One pass (0 SCAN, 1 REVOKE, 2 REPLAY) of ``do_one_pass``; returns the sequence
+        number after the last complete transaction."""
         seq = self.sequence
         blk = self.start
         bs = self.fs.block_size
         budget = self.last  # a pass never reads more blocks than the log holds
         fs_blocks = self.fs.blocks_count
+        strict = not self.fs.ignore_checksums
+        # SCAN: a descriptor or revoke block whose checksum fails may be a stale block from
+        # lazy journal init; the commit time decides (as the kernel's need_check_commit_time)
+        need_check = False
+        last_commit_time = 0
         while True:
             if end_seq is not None and seq >= end_seq:
                 break
@@ -225,22 +237,29 @@ class _Journal:
                 break
             blk = self.wrap(blk + 1)
             if btype == od.JBD2_DESCRIPTOR_BLOCK:
-                if not self.block_csum_ok(data):
-                    if which == 0:
-                        break
-                    raise CorruptImage("journal descriptor", where, "checksum mismatch")
+                csum_ok = self.block_csum_ok(data)
+                if not csum_ok:
+                    if which != 0:
+                        raise CorruptImage("journal descriptor", where, "checksum mismatch")
+                    need_check = True
                 tags = self.tags(data, where)
                 budget -= len(tags)
                 if which == 2:
                     for target, flags, csum in tags:
                         content = self.jblock(blk)
+                        data_where = self.phys(blk) * bs
                         blk = self.wrap(blk + 1)
                         if target >= fs_blocks:
                             raise CorruptImage("journal_block_tag_t", where, "target past fs")
                         if revoked.get(target, -1) >= seq:
                             continue
                         if not self.data_csum_ok(seq, content, csum):
-                            continue  # the kernel skips blocks whose checksum fails
+                            # the kernel skips the block and then fails the mount
+                            if strict:
+                                raise CorruptImage(
+                                    "journal data block", data_where, "checksum mismatch"
+                                )
+                            continue
                         if flags & od.JBD2_FLAG_ESCAPE:
                             content = _MAGIC + content[4:]
                         overlay[target] = content
@@ -248,14 +267,23 @@ class _Journal:
                     for _ in tags:
                         blk = self.wrap(blk + 1)
             elif btype == od.JBD2_COMMIT_BLOCK:
-                if which == 0 and not self.commit_csum_ok(data):
-                    break
+                if which == 0:
+                    commit_time = int.from_bytes(data[0x30:0x38], "big")
+                    if need_check:
+                        if commit_time >= last_commit_time and strict:
+                            raise CorruptImage(
+                                "journal", where, f"checksum mismatch in transaction {seq}"
+                            )
+                        break  # a block from an older journal: the log ends here
+                    if not self.commit_csum_ok(data):
+                        break  # the transaction never committed
+                    last_commit_time = commit_time
                 seq += 1
             elif btype == od.JBD2_REVOKE_BLOCK:
                 if not self.block_csum_ok(data):
-                    if which == 0:
-                        break
-                    raise CorruptImage("journal revoke", where, "checksum mismatch")
+                    if which != 0:
+                        raise CorruptImage("journal revoke", where, "checksum mismatch")
+                    need_check = True
                 if which == 1:
                     self._revokes(data, seq, revoked, where)
             else:
