@@ -30,6 +30,7 @@ from burrow.errors import (
 )
 from burrow.fs.fat import FatFilesystem, open_fat, times
 from burrow.fs.fat.mkfs import mkfs
+from burrow.fs.vfs import RENAME_EXCHANGE
 
 pytestmark = pytest.mark.tool("fsck.fat", "mcopy")
 
@@ -227,6 +228,39 @@ class FatMachine(RuleBasedStateMachine):
         for k, v in moved.items():
             newkey = dst + k[len(src) :]
             self.model[newkey] = (name, v[1]) if k == src else v
+
+    @precondition(lambda self: len(self.model) > 1)
+    @rule(data=st.data())
+    def exchange(self, data: st.DataObject) -> None:
+        assert self.fs is not None
+        keys = sorted(self.model)
+        s_key = data.draw(st.sampled_from(keys))
+        d_key = data.draw(st.sampled_from(keys))
+        sp, dp = self._ino(s_key[:-1]), self._ino(d_key[:-1])
+        s_name, d_name = self.model[s_key][0], self.model[d_key][0]
+        if s_key == d_key:
+            self.fs.rename(sp, s_name, dp, d_name, RENAME_EXCHANGE)
+            return
+        if d_key[: len(s_key)] == s_key or s_key[: len(d_key)] == d_key:
+            with pytest.raises(InvalidOperation):
+                self.fs.rename(sp, s_name, dp, d_name, RENAME_EXCHANGE)
+            return
+        self.fs.rename(sp, s_name, dp, d_name, RENAME_EXCHANGE)
+
+        def swap(table: dict[tuple[str, ...], object], keep_names: bool) -> None:
+            under_s = {k: table.pop(k) for k in list(table) if k[: len(s_key)] == s_key}
+            under_d = {k: table.pop(k) for k in list(table) if k[: len(d_key)] == d_key}
+            for k, v in under_s.items():
+                table[d_key + k[len(s_key) :]] = v
+            for k, v in under_d.items():
+                table[s_key + k[len(d_key) :]] = v
+            if keep_names:  # the two top names stay where they were
+                sv, dv = table[s_key], table[d_key]
+                table[s_key] = (s_name, sv[1])  # type: ignore[index]
+                table[d_key] = (d_name, dv[1])  # type: ignore[index]
+
+        swap(self.model, True)  # type: ignore[arg-type]
+        swap(self.mtimes, False)  # type: ignore[arg-type]
 
     @precondition(lambda self: self._files())
     @rule(data=st.data(), when=st.integers(-(10**18), 5 * 10**18))

@@ -30,7 +30,7 @@ from burrow.errors import (
 )
 from burrow.fs.fat import ATTRS_XATTR, FatFilesystem, open_fat
 from burrow.fs.fat.mkfs import mkfs
-from burrow.fs.vfs import RENAME_NOREPLACE
+from burrow.fs.vfs import RENAME_EXCHANGE, RENAME_NOREPLACE
 
 pytestmark = pytest.mark.tool("mkfs.fat", "mcopy", "fsck.fat", "mdir")
 
@@ -453,3 +453,26 @@ def test_directory_cache_eviction_keeps_inodes_and_changes(opened: Opened, tmp_p
     assert len(fs._dirs) <= 3
     expected = fs_tree(fs)
     assert _check(opened, tmp_path) == expected
+
+
+def test_rename_exchange(opened: Opened, tmp_path: Path) -> None:
+    fs = opened.fs
+    root = fs.root_ino
+    a = fs.mkdir(root, "dir a", 0o755)
+    b = fs.mkdir(root, "b", 0o755)
+    sub = fs.mkdir(a, "Sub Directory", 0o755)
+    _write_file(fs, sub, "inside", b"in sub")
+    f = _write_file(fs, b, "a file with a long name", b"file data")
+    fs.rename(a, "Sub Directory", b, "a file with a long name", RENAME_EXCHANGE)
+    # names stay, what they point at swaps; inode numbers follow the content
+    assert fs.lookup(a, "Sub Directory") == f
+    assert fs.lookup(b, "a file with a long name") == sub
+    assert fs.lookup(sub, "..") == b
+    assert fs.read(f, 0, 100) == b"file data"
+    with pytest.raises(InvalidOperation):
+        fs.rename(root, "b", sub, "inside", RENAME_EXCHANGE)
+    with pytest.raises(NotFound):
+        fs.rename(root, "b", root, "missing", RENAME_EXCHANGE)
+    tree = _check(opened, tmp_path)
+    assert tree["/dir a/Sub Directory"] == b"file data"
+    assert tree["/b/a file with a long name/inside"] == b"in sub"

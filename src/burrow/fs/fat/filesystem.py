@@ -704,7 +704,8 @@ class FatFilesystem(Filesystem):
         with self._op():
             self._writable()
             if flags & RENAME_EXCHANGE:
-                raise NotSupported("RENAME_EXCHANGE is not supported on FAT")
+                self._exchange(old_parent, old_name, new_parent, new_name)
+                return
             src_dir, e = self._lookup_entry(old_parent, old_name)
             dst_dir = self._directory(new_parent)
             target_name = names.normalize(new_name)
@@ -767,6 +768,49 @@ class FatFilesystem(Filesystem):
             self._touch_dir(old_parent)
             if new_parent != old_parent:
                 self._touch_dir(new_parent)
+
+    _CONTENT = (
+        "attr", "cluster", "size", "crt_tenth", "crt_time", "crt_date", "acc_date", "wrt_time",
+        "wrt_date",
+    )  # fmt: skip
+
+    def _exchange(self, old_parent: int, old_name: str, new_parent: int, new_name: str) -> None:
+        """``RENAME_EXCHANGE``: the two names stay where they are and swap what they point
+        at (attributes, first cluster, size, times), like the kernel's vfat since 6.0."""
+        src_dir, a = self._lookup_entry(old_parent, old_name)
+        dst_dir, b = self._lookup_entry(new_parent, new_name)
+        if a is b:
+            return
+        ino_a = self._ino_for(old_parent, a, src_dir)
+        ino_b = self._ino_for(new_parent, b, dst_dir)
+        node_a, node_b = self._nodes[ino_a], self._nodes[ino_b]
+        if (a.is_dir and self._is_ancestor(ino_a, new_parent)) or (
+            b.is_dir and self._is_ancestor(ino_b, old_parent)
+        ):
+            raise InvalidOperation("cannot move a directory into its own subtree")
+        moving = old_parent != new_parent
+        for node in (node_a, node_b):
+            if moving and node.is_dir and self._directory(node.ino).dotdot_slot is None:
+                raise CorruptImage("FAT directory", None, "a directory has no '..' entry")
+        for field_name in self._CONTENT:
+            va, vb = getattr(a, field_name), getattr(b, field_name)
+            setattr(a, field_name, vb)
+            setattr(b, field_name, va)
+        src_dir.update(a)
+        dst_dir.update(b)
+        node_a.entry, node_a.parent = b, new_parent
+        node_b.entry, node_b.parent = a, old_parent
+        self._by_loc[(old_parent, a.slot)] = ino_b
+        self._by_loc[(new_parent, b.slot)] = ino_a
+        if moving:
+            for node, parent in ((node_a, new_parent), (node_b, old_parent)):
+                if node.is_dir:
+                    pnode = self._node(parent)
+                    cluster = 0 if pnode.entry is None else pnode.entry.cluster
+                    self._directory(node.ino).set_dotdot(cluster)
+        self._touch_dir(old_parent)
+        if moving:
+            self._touch_dir(new_parent)
 
     def setattr(
         self,
