@@ -243,3 +243,14 @@ def test_fat32_mirroring_disabled_reads_the_active_fat(tmp_path: Path) -> None:
     assert after == bytes(fatsz * 512)  # the inactive FAT is left alone, as the spec says
     with open_fat(dev) as fs:
         assert fs.read(fs.lookup(fs.root_ino, "new"), 0, 5000) == b"n" * 3000
+
+
+def test_unlink_file_with_damaged_chain(image: Path) -> None:
+    _, first, fat_off, fat_size = _locate(image, "file.bin")
+    _set_fat16(image, fat_off, fat_size, first + 1, 0x0001)
+    with RawDevice(image, readonly=False) as dev, open_fat(dev, readonly=False) as fs:
+        with pytest.raises(CorruptImage):
+            fs.read(fs.lookup(fs.root_ino, "file.bin"), 0, 20000)
+        fs.unlink(fs.root_ino, "file.bin")  # the name goes; the clusters are left to fsck
+        names = {e.name for e in fs.readdir(fs.root_ino)}
+        assert "file.bin" not in names and "sub" in names

@@ -657,7 +657,12 @@ class FatFilesystem(Filesystem):
             if e.is_dir:
                 raise IsADirectory(path=name)
             node = self._node_if_known(parent, e)
-            chain = self._chain_of(node, e)
+            try:
+                chain = self._chain_of(node, e)
+            except CorruptImage:
+                chain = []  # a damaged chain: drop the name, leave the clusters to fsck
+                if node is not None:
+                    node.clusters = []
             d.delete(e)
             self._forget(parent, e)
             self._release(node, e, chain)
