@@ -85,7 +85,8 @@ _INCOMPAT_OK = (
 )
 MAX_BLOCK_CACHE = 4096  # blocks kept (bounded memory: 4096 * block size)
 MAX_INODE_CACHE = 8192
-MAX_RUNS = 1 << 22  # mapped runs per file (bounded memory on corrupt block maps)
+MAX_RUNS = 1 << 20  # mapped runs per file (bounded memory on corrupt block maps)
+MAX_CACHED_RUNS = 1 << 21  # runs kept by the per-inode mapping cache, all inodes together
 MAX_SYMLINK = 65536
 MAX_XATTR_VALUE = 65536  # XATTR_SIZE_MAX: no xattr value the kernel serves is larger
 _XATTR_LISTED = {
@@ -227,6 +228,7 @@ class Ext4Filesystem(vfs.Filesystem):
             OrderedDict()
         )
         self._gd_cache: dict[int, GroupDesc] = {}
+        self._runs_cached = 0  # total runs held by _runs_cache
         self.journal_replayed = 0  # transactions replayed into memory at open
         self.read_superblock()
         if self.feature_incompat & od.INCOMPAT_RECOVER:
@@ -372,6 +374,7 @@ class Ext4Filesystem(vfs.Filesystem):
         self._block_cache.clear()
         self._inode_cache.clear()
         self._runs_cache.clear()
+        self._runs_cached = 0
         self._gd_cache.clear()
 
     def invalidate_block(self, blk: int) -> None:
@@ -379,7 +382,9 @@ class Ext4Filesystem(vfs.Filesystem):
 
     def invalidate_inode(self, ino: int) -> None:
         self._inode_cache.pop(ino, None)
-        self._runs_cache.pop(ino, None)
+        dropped = self._runs_cache.pop(ino, None)
+        if dropped is not None:
+            self._runs_cached -= len(dropped[1])
 
     def invalidate_group(self, group: int) -> None:
         self._gd_cache.pop(group, None)
@@ -641,9 +646,12 @@ class Ext4Filesystem(vfs.Filesystem):
         else:
             runs = self._blockmap_runs(node)
         result = ([r[0] for r in runs], runs)
-        self._runs_cache[node.ino] = result
-        if len(self._runs_cache) > 256:
-            self._runs_cache.popitem(last=False)
+        cache = self._runs_cache
+        cache[node.ino] = result
+        self._runs_cached += len(runs)
+        while len(cache) > 1 and (len(cache) > 256 or self._runs_cached > MAX_CACHED_RUNS):
+            _ino, (_s, old) = cache.popitem(last=False)
+            self._runs_cached -= len(old)
         return result
 
     def _extent_runs(self, node: Inode) -> list[tuple[int, int, int]]:
