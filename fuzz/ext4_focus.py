@@ -134,6 +134,7 @@ def fix_times(root: Path) -> None:
 def cached(key: str, build: Callable[[Path], Base]) -> Base:
     base = _CACHE.get(key)
     if base is None:
+        need_tools("mkfs.ext4", "mkfs.ext2", "mkfs.ext3", "debugfs", "e2fsck")
         where = workdir() / key
         where.mkdir(parents=True, exist_ok=True)
         base = _CACHE[key] = build(where)
