@@ -223,7 +223,7 @@ class Ext4Filesystem(vfs.Filesystem):
         self.dev: BlockDevice = dev
         self.ignore_checksums = ignore_checksums
         self._block_cache: OrderedDict[int, bytes] = OrderedDict()
-        self._inode_cache: dict[int, Inode] = {}
+        self._inode_cache: OrderedDict[int, Inode] = OrderedDict()
         self._runs_cache: OrderedDict[int, tuple[list[int], list[tuple[int, int, int]]]] = (
             OrderedDict()
         )
@@ -536,7 +536,7 @@ class Ext4Filesystem(vfs.Filesystem):
         raw, where = self.read_raw_inode(ino)
         node = self._decode_inode(ino, raw, where)
         if len(cache) >= MAX_INODE_CACHE:
-            del cache[next(iter(cache))]
+            cache.popitem(last=False)  # O(1); a plain dict's next(iter()) degrades on deletes
         cache[ino] = node
         return node
 
