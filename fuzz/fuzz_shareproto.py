@@ -38,7 +38,7 @@ _REQUESTS = {
 }
 _REPLIES = {
     Op.LOOKUP: (_H, _ATTR),
-    Op.READDIR: ([("a", _H, 0o040000), ("b", _H, 0o100000)], 7),
+    Op.READDIR: ([("a", _H, _ATTR), ("b", _H, _ATTR)], 7),
     Op.READ: (b"x" * 1000,),
     Op.READLINK: ("target",),
     Op.LISTXATTR: (["user.a", "user.b"],),

@@ -24,7 +24,7 @@ code    field
 ``B``   blob (file data, xattr value): ``u32`` length, at most :data:`MAX_CHUNK`
 ``I``   u32 ; ``Q`` u64 ; ``q`` i64
 ``A``   attributes: :data:`ATTR` (13 fixed fields)
-``D``   directory entries: ``u16`` count, then (``S`` name, ``H`` handle, ``I`` mode)
+``D``   directory entries: ``u16`` count, then (``S`` name, ``H`` handle, ``A`` attributes)
 ``L``   name list: ``u16`` count, then ``S`` names
 ======  ===============================================================
 """
@@ -224,10 +224,10 @@ def _encode_fields(out: bytearray, types: str, values: Sequence[Any]) -> None:
             if len(value) > MAX_ENTRIES:
                 raise LocalProtocolError("too many directory entries in one reply")
             out += _U16.pack(len(value))
-            for name, handle, mode in value:
+            for name, handle, attr in value:
                 _enc_str(out, name, MAX_NAME)
                 out += handle
-                out += _U32.pack(mode)
+                out += ATTR.pack(*attr)
         elif code == "L":
             if len(value) > MAX_ENTRIES:
                 raise LocalProtocolError("too many names in one reply")
@@ -330,8 +330,7 @@ def _decode_fields(r: _Reader, types: str) -> tuple[Any, ...]:
             for _ in range(count):
                 name = r.string(MAX_NAME)
                 handle = r.take(HANDLE_LEN)
-                (mode,) = r.unpack(_U32)
-                entries.append((name, handle, mode))
+                entries.append((name, handle, r.unpack(ATTR)))
             out.append(entries)
         elif code == "L":
             (count,) = r.unpack(_U16)

@@ -102,6 +102,7 @@ class AsyncShareClient:
         self._next = 1
         self._handles: dict[int, bytes] = {}
         self._attrs: dict[int, tuple[float, Stat]] = {}
+        self._dentries: dict[tuple[int, str], tuple[float, int]] = {}
         self._lock = asyncio.Lock()
         self._closed = False
         self.root_ino = 0
@@ -262,10 +263,20 @@ class AsyncShareClient:
         for ino in inos:
             self._attrs.pop(ino, None)
 
+    def _names_changed(self) -> None:
+        """A name was removed or moved: forget cached names and attributes (link counts)."""
+        self._dentries.clear()
+        self._attrs.clear()
+
     # -- vfs operations --------------------------------------------------------------------
     async def lookup(self, parent: int, name: str) -> int:
+        cached = self._dentries.get((parent, name))
+        if cached is not None and time.monotonic() - cached[0] < ATTR_TTL:
+            return cached[1]
         handle, attr = await self.call(Op.LOOKUP, self._h(parent), name)
-        return self._learn(handle, attr)
+        ino = self._learn(handle, attr)
+        self._dentries[(parent, name)] = (time.monotonic(), ino)
+        return ino
 
     async def getattr(self, ino: int) -> Stat:
         cached = self._attrs.get(ino)
@@ -281,47 +292,51 @@ class AsyncShareClient:
         start = 0
         while True:
             entries, nxt = await self.call(Op.READDIR, self._h(ino), start)
-            for name, handle, mode in entries:
-                out.append(DirEntry(name, self._learn(handle), mode))
+            now = time.monotonic()
+            for name, handle, attr in entries:
+                child = self._learn(handle, attr)
+                self._dentries[(ino, name)] = (now, child)
+                out.append(DirEntry(name, child, attr[1] & 0o170000))
             if not nxt or nxt <= start:
                 return out
             start = nxt
+
+    async def _windowed(self, calls: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+        """Run chunk calls with at most :data:`WINDOW` in flight (a sliding window, so the
+        pipe never drains between batches); results in order."""
+        sem = asyncio.Semaphore(WINDOW)
+
+        async def one(coro: Coroutine[Any, Any, _T]) -> _T:
+            async with sem:
+                return await coro
+
+        return await asyncio.gather(*(one(c) for c in calls))
 
     async def read(self, ino: int, offset: int, n: int) -> bytes:
         if n <= sp.MAX_CHUNK:
             (data,) = await self.call(Op.READ, self._h(ino), offset, n)
             return bytes(data)
         handle = self._h(ino)
+        calls = [
+            self.call(Op.READ, handle, pos, min(sp.MAX_CHUNK, offset + n - pos))
+            for pos in range(offset, offset + n, sp.MAX_CHUNK)
+        ]
         parts: list[bytes] = []
-        pos, end = offset, offset + n
-        while pos < end:
-            batch = []
-            for _ in range(WINDOW):
-                if pos >= end:
-                    break
-                size = min(sp.MAX_CHUNK, end - pos)
-                batch.append(self.call(Op.READ, handle, pos, size))
-                pos += size
-            results = await asyncio.gather(*batch)
-            for (data,) in results:
-                parts.append(data)
-                if len(data) < sp.MAX_CHUNK:
-                    return b"".join(parts)  # end of file
+        for (data,) in await self._windowed(calls):
+            parts.append(data)
+            if len(data) < sp.MAX_CHUNK:
+                break  # end of file
         return b"".join(parts)
 
     async def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
         handle = self._h(ino)
         self._dirty(ino)
         view = memoryview(data)
-        total = 0
-        calls = []
-        for off in range(0, len(view), sp.MAX_CHUNK):
-            calls.append(self.call(Op.WRITE, handle, offset + off, view[off : off + sp.MAX_CHUNK]))
-            if len(calls) >= WINDOW:
-                total += sum(r[0] for r in await asyncio.gather(*calls))
-                calls = []
-        if calls:
-            total += sum(r[0] for r in await asyncio.gather(*calls))
+        calls = [
+            self.call(Op.WRITE, handle, offset + off, view[off : off + sp.MAX_CHUNK])
+            for off in range(0, len(view), sp.MAX_CHUNK)
+        ]
+        total = sum(int(r[0]) for r in await self._windowed(calls))
         self._dirty(ino)
         return total
 
@@ -350,12 +365,11 @@ class AsyncShareClient:
 
     async def unlink(self, parent: int, name: str) -> None:
         await self.call(Op.UNLINK, self._h(parent), name)
-        self._dirty(parent)
-        self._attrs.clear()  # link counts of unknown inodes changed
+        self._names_changed()
 
     async def rmdir(self, parent: int, name: str) -> None:
         await self.call(Op.RMDIR, self._h(parent), name)
-        self._dirty(parent)
+        self._names_changed()
 
     async def rename(
         self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int = 0
@@ -363,7 +377,7 @@ class AsyncShareClient:
         await self.call(
             Op.RENAME, self._h(old_parent), old_name, self._h(new_parent), new_name, flags
         )
-        self._attrs.clear()
+        self._names_changed()
 
     async def setattr(
         self,

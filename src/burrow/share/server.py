@@ -50,6 +50,7 @@ __all__ = ["Export", "ShareServer", "audit"]
 audit = logging.getLogger("burrow.share.audit")
 MAX_IN_FLIGHT = 64  # calls per connection being worked on
 _HANDLE_LABEL = b"burrow share handle key v1"
+_CALL_ID = struct.Struct("<I")  # the call id inside a frame header, at offset 4
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -122,19 +123,29 @@ class WorkerLink:
             self._pending.clear()
 
     async def call(self, op: Op, *fields: Any) -> bytes:
+        return await self.call_raw(bytearray(sp.encode_request(op, 0, *fields)))
+
+    async def call_raw(self, frame: bytearray) -> bytes:
+        """Send a request frame (its call id is overwritten) and wait for the reply frame."""
         if self.failed is not None:
             raise ConnectionLost("export worker is gone")
         call_id = self._next
         self._next = (self._next + 1) & 0xFFFFFFFF or 1
+        _CALL_ID.pack_into(frame, 4, call_id)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = fut
         try:
             # One sender at a time: the selector keeps one writer callback per socket, so
-            # concurrent sock_sendall calls would lose each other's wake-ups.
+            # concurrent sock_sendall calls would lose each other's wake-ups. Try the
+            # non-blocking send first; it succeeds unless the socket buffer is full.
+            if not self._send_lock.locked():
+                try:
+                    self.sock.send(frame)
+                    return await fut
+                except BlockingIOError:
+                    pass
             async with self._send_lock:
-                await asyncio.get_running_loop().sock_sendall(
-                    self.sock, sp.encode_request(op, call_id, *fields)
-                )
+                await asyncio.get_running_loop().sock_sendall(self.sock, frame)
             return await fut
         finally:
             self._pending.pop(call_id, None)
@@ -350,8 +361,9 @@ class ShareServer:
             return
         conn.calls += 1
         self.statistics["calls"] += 1
+        reply: bytes | bytearray
         try:
-            reply = await self._forward(conn, export, frame)
+            reply = await self._forward(conn, export, frame, data)
         except _Refused as exc:
             conn.refused_calls += 1
             self.statistics["refused_calls"] += 1
@@ -369,34 +381,40 @@ class ShareServer:
         with contextlib.suppress(BurrowError):
             await ch.send(reply)
 
-    async def _forward(self, conn: _Conn, export: Export, frame: sp.Frame) -> bytes:
+    async def _forward(
+        self, conn: _Conn, export: Export, frame: sp.Frame, data: bytes
+    ) -> bytes | bytearray:
         if frame.op in sp.WRITE_OPS and not conn.writable:
             raise _Refused(errno.EROFS, "read-only access to this export")
-        types = sp.REQUESTS[frame.op]
-        fields = list(frame.fields)
-        for i, code in enumerate(types):
+        for i, code in enumerate(sp.REQUESTS[frame.op]):
             if code == "H":
-                ino = self.check_handle(export.name, conn.key, fields[i])
-                fields[i] = struct.pack("<Q", ino) + bytes(16)
-        if frame.op == Op.READ:
-            fields[2] = min(fields[2], sp.MAX_CHUNK)
+                self.check_handle(export.name, conn.key, frame.fields[i])
         assert export.link is not None
-        raw = await export.link.call(frame.op, *fields)
+        # The validated frame goes to the worker as it is (the worker reads only the inode
+        # part of a handle and clamps lengths itself): no re-encoding of bulk data.
+        raw = await export.link.call_raw(bytearray(data))
+        reply_types = sp.REPLIES[frame.op]
+        if raw[:1] == bytes([Kind.ERROR]) or ("H" not in reply_types and "D" not in reply_types):
+            if len(raw) < sp.FRAME.size:
+                raise RemoteProtocolError("short reply from the export worker")
+            out = bytearray(raw)
+            _CALL_ID.pack_into(out, 4, frame.call_id)
+            return out
         reply = sp.decode_frame(raw, expect=Kind.REPLY)
-        if reply.kind == Kind.ERROR:
+        if reply.kind == Kind.ERROR:  # pragma: no cover - handled above
             return sp.encode_error(frame.op, frame.call_id, reply.fields[0], reply.fields[1])
-        out = list(reply.fields)
-        for i, code in enumerate(sp.REPLIES[frame.op]):
+        fields = list(reply.fields)
+        for i, code in enumerate(reply_types):
             if code == "H":
-                out[i] = self.make_handle(
-                    export.name, conn.key, struct.unpack_from("<Q", out[i])[0]
+                fields[i] = self.make_handle(
+                    export.name, conn.key, struct.unpack_from("<Q", fields[i])[0]
                 )
             elif code == "D":
-                out[i] = [
-                    (n, self.make_handle(export.name, conn.key, struct.unpack_from("<Q", h)[0]), m)
-                    for n, h, m in out[i]
+                fields[i] = [
+                    (n, self.make_handle(export.name, conn.key, struct.unpack_from("<Q", h)[0]), a)
+                    for n, h, a in fields[i]
                 ]
-        return sp.encode_reply(frame.op, frame.call_id, *out)
+        return sp.encode_reply(frame.op, frame.call_id, *fields)
 
 
 class _Refused(BurrowError):
