@@ -26,7 +26,7 @@ from burrow.block.qcow2.header import MAX_REFTABLE_BYTES, Header
 from burrow.block.qcow2.hostfile import HostFile
 from burrow.errors import CorruptImage, NoSpace, Unsupported
 
-__all__ = ["Refcounts", "decode_block", "encode_block"]
+__all__ = ["Refcounts", "decode_block", "encode_block", "typecode", "zero_block"]
 
 _BIG = sys.byteorder == "big"
 _TYPECODES = {3: "B", 4: "H", 5: "I", 6: "Q"}
@@ -49,15 +49,25 @@ for _order in (0, 1, 2):
     )
 
 
+def typecode(order: int) -> str:
+    """The narrowest array type holding a refcount of this order (memory = the block's)."""
+    return _TYPECODES.get(order, "B")
+
+
+def zero_block(order: int, entries: int) -> array[int]:
+    tc = typecode(order)
+    return array(tc, bytes(array(tc).itemsize * entries))
+
+
 def decode_block(data: bytes, order: int) -> array[int]:
-    """Refcount block bytes -> one integer per cluster."""
+    """Refcount block bytes -> one integer per cluster, in the narrowest array type."""
     if order >= 3:
         raw = array(_TYPECODES[order], data)
         if not _BIG and order > 3:
             raw.byteswap()
-        return raw if order == 6 else array("Q", raw)
+        return raw
     table = _UNPACK[order]
-    return array("Q", chain.from_iterable(map(table.__getitem__, data)))
+    return array("B", chain.from_iterable(map(table.__getitem__, data)))
 
 
 def encode_block(values: array[int], order: int) -> bytes:
@@ -88,7 +98,7 @@ class _Block:
 class Refcounts:
     """Refcount table + block cache + allocator for one writable image."""
 
-    CACHE_BLOCKS = 32
+    CACHE_BYTES = 16 << 20  # decoded refcount blocks kept (at least two blocks)
 
     def __init__(self, f: HostFile, hdr: Header, meta: set[int]) -> None:
         self.f = f
@@ -108,6 +118,8 @@ class Refcounts:
             table.byteswap()
         self.table = table
         self.blocks: OrderedDict[int, _Block] = OrderedDict()
+        decoded = array(typecode(self.order)).itemsize * self.rbe
+        self.cache_blocks = max(2, self.CACHE_BYTES // decoded)
         self.pending_free: list[tuple[int, int]] = []  # (first cluster, count)
         self.hint = 0
         self.end = -(-f.size // self.cs)  # first cluster index past the file
@@ -157,10 +169,10 @@ class Refcounts:
         return blk
 
     def _trim(self) -> None:
-        if len(self.blocks) <= self.CACHE_BLOCKS:
+        if len(self.blocks) <= self.cache_blocks:
             return
         for ti in list(self.blocks):
-            if len(self.blocks) <= self.CACHE_BLOCKS:
+            if len(self.blocks) <= self.cache_blocks:
                 break
             if not self.blocks[ti].dirty:
                 del self.blocks[ti]
@@ -239,7 +251,7 @@ class Refcounts:
             break
         for k, ti in enumerate(missing):
             c = start + count + k
-            self.blocks[ti] = _Block(c << self.cb, array("Q", bytes(8 * self.rbe)), True)
+            self.blocks[ti] = _Block(c << self.cb, zero_block(self.order, self.rbe), True)
             self.meta.add(c)
         self.end = start + count + len(missing)
         for c in range(start, self.end):
@@ -300,7 +312,7 @@ class Refcounts:
         table.extend(array("Q", bytes(8 * (new_n - old_n))))
         for k, ti in enumerate(missing):
             c = start + k
-            self.blocks[ti] = _Block(c << self.cb, array("Q", bytes(8 * self.rbe)), True)
+            self.blocks[ti] = _Block(c << self.cb, zero_block(self.order, self.rbe), True)
             table[ti] = c << self.cb
             self.meta.add(c)
         table_start = start + nb

@@ -22,13 +22,13 @@ from array import array
 from burrow.block.qcow2.compressed import compressed_host_range
 from burrow.block.qcow2.header import HEADER_V2, INCOMPAT_DIRTY, Header, Snapshot
 from burrow.block.qcow2.hostfile import HostFile
-from burrow.block.qcow2.refcount import Refcounts
+from burrow.block.qcow2.refcount import Refcounts, zero_block
 from burrow.block.qcow2.tables import OFFSET_MASK, OFLAG_COMPRESSED, decode_table
 from burrow.errors import CorruptImage, Unsupported
 
 __all__ = ["MAX_REPAIR_CLUSTERS", "rebuild_refcounts"]
 
-MAX_REPAIR_CLUSTERS = 1 << 26  # 256 MiB of counters at most
+MAX_REPAIR_CLUSTERS = 1 << 24  # 64 MiB of counters at most
 COUNT_LIMIT = 1 << 32
 
 
@@ -109,12 +109,12 @@ def rebuild_refcounts(
                     "dirty bit", "repair needs new refcount blocks; use `qemu-img check -r all`"
                 )
             continue
-        want = array("Q", want_slice)
+        if want_slice and max(want_slice) > refs.max_value:
+            raise Unsupported("refcount overflow", f"a cluster of block {ti}")
+        want = array(blk.values.typecode, want_slice)
         if len(want) < refs.rbe:
-            want.extend(array("Q", bytes(8 * (refs.rbe - len(want)))))
+            want.extend(zero_block(refs.order, refs.rbe - len(want)))
         if want != blk.values:
-            if max(want) > refs.max_value:
-                raise Unsupported("refcount overflow", f"a cluster of block {ti} at {max(want)}")
             blk.values = want
             blk.dirty = True
             changed += 1
