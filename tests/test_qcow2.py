@@ -94,6 +94,7 @@ VARIANTS: dict[str, list[str]] = {
     "v2-compat010": ["-o", "compat=0.10"],
     "cluster4k": ["-o", "cluster_size=4096"],
     "cluster2m": ["-o", "cluster_size=2M"],
+    "cluster2m-refcount1": ["-o", "cluster_size=2M,refcount_bits=1"],
     "cluster512": ["-o", "cluster_size=512"],
     "extended-l2": ["-o", "extended_l2=on,cluster_size=65536"],
     "extended-l2-16k": ["-o", "extended_l2=on,cluster_size=16384"],
