@@ -56,13 +56,23 @@ class PatchedDevice(BlockDevice):
 
     def __init__(self, base: bytes, patches: list[tuple[int, bytes]]) -> None:
         self._base = memoryview(base)
-        self._patches = sorted(patches)
+        merged: list[tuple[int, bytes]] = []
+        for off, data in sorted(patches):  # adjacent chunks (a journal) become one patch
+            if merged and merged[-1][0] + len(merged[-1][1]) == off:
+                merged[-1] = (merged[-1][0], merged[-1][1] + data)
+            else:
+                merged.append((off, data))
+        self._patches = merged
+        self._lo = merged[0][0] if merged else 0
+        self._hi = max((o + len(d) for o, d in merged), default=0)
         self._size = len(base)
         self._readonly = True
 
     def _preadinto(self, buf: memoryview, offset: int) -> None:
         end = offset + len(buf)
         buf[:] = self._base[offset:end]
+        if end <= self._lo or offset >= self._hi:
+            return
         for poff, data in self._patches:
             pend = poff + len(data)
             if pend <= offset or poff >= end:
