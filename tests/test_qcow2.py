@@ -498,3 +498,23 @@ def test_size_not_a_multiple_of_the_cluster(tmp_path: Path) -> None:
         model = run_workload(dev, ops)
     check_clean(qimg)
     compare_with(qimg, model, tmp_path)
+
+
+@pytest.mark.root
+@pytest.mark.tool("losetup")
+def test_qcow2_inside_a_block_device(tmp_path: Path) -> None:
+    """A qcow2 image stored on a block device (st_size is 0 there): sized by SEEK_END."""
+    import subprocess
+
+    img = tmp_path / "on-loop.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", img, "4M")
+    qemu_io(img, "write -P 0x5c 1M 8k")
+    loop = subprocess.run(
+        ["losetup", "-f", "--show", str(img)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        with block.open(loop) as dev:
+            assert isinstance(dev, Qcow2Device)
+            assert dev.pread(8192, 1 << 20) == b"\x5c" * 8192
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)

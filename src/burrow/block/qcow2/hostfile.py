@@ -8,6 +8,7 @@ the file" checks stay right while writing.
 from __future__ import annotations
 
 import os
+import stat
 
 from burrow.errors import CorruptImage, IOFailure
 
@@ -23,7 +24,9 @@ class HostFile:
         self.fd = fd
         self.path = path
         self.readonly = readonly
-        self.size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        # A block device reports st_size 0; its size is where SEEK_END lands.
+        self.size = os.lseek(fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
         self.meta_reads = 0
 
     def read_meta(self, n: int, offset: int, structure: str) -> bytes:
