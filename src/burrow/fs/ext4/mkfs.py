@@ -468,8 +468,10 @@ def _map_index_blocks(lay: Layout, nblocks: int, runs: list[tuple[int, int]]) ->
 
         return index_blocks_needed(len(split_runs(runs)), lay.block_size)
     from burrow.fs.ext4.write_blockmap import blockmap_meta_count
+    from burrow.fs.ext4.write_extent import Ext
 
-    return blockmap_meta_count(nblocks, lay.block_size)
+    del runs
+    return blockmap_meta_count([Ext(0, 1, nblocks)], lay.block_size)
 
 
 # ------------------------------------------------------------------------------------------
@@ -674,11 +676,9 @@ class _Builder:
             struct.pack_into("<I", raw, fo, od.EXT4_EXTENTS_FL)
         else:
             from burrow.fs.ext4.write_blockmap import build_blockmap
+            from burrow.fs.ext4.write_extent import split_runs
 
-            flat: list[int] = []
-            for s, n in runs:
-                flat.extend(range(s, s + n))
-            iblock, blocks = build_blockmap(flat, meta_blocks, self.bs)
+            iblock, blocks = build_blockmap(split_runs(runs), meta_blocks, self.bs)
             raw[off : off + 60] = iblock
         for blk, data in blocks:
             self.wblock(blk, data)

@@ -61,16 +61,16 @@ def encode_time(ns: int) -> tuple[int, int]:
 class WInode:
     """An inode being changed. ``raw`` is the full on-disk inode (``inode_size`` bytes)."""
 
-    __slots__ = ("dirty", "exts", "flat", "ino", "map_dirty", "meta", "nodes", "raw")
+    __slots__ = ("blockmap", "dirty", "exts", "ino", "map_dirty", "meta", "nodes", "raw")
 
     def __init__(self, ino: int, raw: bytearray) -> None:
         self.ino = ino
         self.raw = raw
         self.dirty = False
-        self.exts: list[Ext] | None = None  # extent files
+        self.exts: list[Ext] | None = None  # the mapping (None: not loaded / no blocks)
+        self.blockmap = False  # True: written as an ext2/3 block map, not an extent tree
         self.nodes: list[int] = []  # extent tree blocks (not the in-inode root)
-        self.flat: list[int] | None = None  # block-mapped files: lblk -> pblk (0 = hole)
-        self.meta: list[int] = []  # indirect blocks
+        self.meta: list[int] = []  # indirect blocks of a block map
         self.map_dirty = False
 
     # -- fields ---------------------------------------------------------------------------
@@ -192,98 +192,57 @@ class WInode:
         """Cover logical blocks [lo, hi) with (lblk, pblk or -1 for a hole, count, uninit)."""
         out: list[tuple[int, int, int, bool]] = []
         pos = lo
-        if self.exts is not None:
-            exts = self.exts
-            i = max(0, bisect.bisect_right(exts, (lo, 1 << 62)) - 1)
-            while pos < hi:
-                if i < len(exts) and exts[i].lblk + exts[i].length <= pos:
-                    i += 1
-                    continue
-                if i >= len(exts) or exts[i].lblk >= hi:
-                    out.append((pos, -1, hi - pos, False))
-                    break
-                e = exts[i]
-                if e.lblk > pos:
-                    out.append((pos, -1, e.lblk - pos, False))
-                    pos = e.lblk
-                end = min(hi, e.lblk + e.length)
-                out.append((pos, e.pblk + pos - e.lblk, end - pos, e.uninit))
-                pos = end
-                i += 1
-            return out
-        flat = self.flat or []
+        exts = self.exts or []
+        i = max(0, bisect.bisect_right(exts, (lo, 1 << 62)) - 1)
         while pos < hi:
-            p = flat[pos] if pos < len(flat) else 0
-            start = pos
-            if p == 0:
-                while pos < hi and (pos >= len(flat) or flat[pos] == 0):
-                    pos += 1
-                out.append((start, -1, pos - start, False))
-            else:
-                while pos < hi and pos < len(flat) and flat[pos] == p + (pos - start):
-                    pos += 1
-                out.append((start, p, pos - start, False))
+            if i < len(exts) and exts[i].lblk + exts[i].length <= pos:
+                i += 1
+                continue
+            if i >= len(exts) or exts[i].lblk >= hi:
+                out.append((pos, -1, hi - pos, False))
+                break
+            e = exts[i]
+            if e.lblk > pos:
+                out.append((pos, -1, e.lblk - pos, False))
+                pos = e.lblk
+            end = min(hi, e.lblk + e.length)
+            out.append((pos, e.pblk + pos - e.lblk, end - pos, e.uninit))
+            pos = end
+            i += 1
         return out
 
     def set_range(self, lblk: int, pblk: int, count: int) -> None:
         """Map [lblk, lblk+count) to pblk.. (initialised), replacing what was there."""
         self.map_dirty = True
-        if self.exts is not None:
-            self.exts = _replace(self.exts, lblk, lblk + count, [Ext(lblk, pblk, count)])
-            return
-        flat = self.flat if self.flat is not None else []
-        if len(flat) < lblk + count:
-            flat.extend([0] * (lblk + count - len(flat)))
-        flat[lblk : lblk + count] = range(pblk, pblk + count)
-        self.flat = flat
+        self.exts = _replace(self.exts or [], lblk, lblk + count, [Ext(lblk, pblk, count)])
 
     def cut(self, nblocks: int) -> list[tuple[int, int]]:
         """Drop every mapping at or beyond logical ``nblocks``; returns freed (pblk, n)."""
         freed: list[tuple[int, int]] = []
-        if self.exts is not None:
-            keep: list[Ext] = []
-            for e in self.exts:
-                if e.lblk + e.length <= nblocks:
-                    keep.append(e)
-                elif e.lblk >= nblocks:
-                    freed.append((e.pblk, e.length))
-                else:
-                    k = nblocks - e.lblk
-                    keep.append(Ext(e.lblk, e.pblk, k, e.uninit))
-                    freed.append((e.pblk + k, e.length - k))
-            if len(keep) != len(self.exts) or freed:
-                self.map_dirty = True
-            self.exts = keep
-            return freed
-        flat = self.flat or []
-        if len(flat) > nblocks:
-            tail = flat[nblocks:]
-            del flat[nblocks:]
+        keep: list[Ext] = []
+        for e in self.exts or []:
+            if e.lblk + e.length <= nblocks:
+                keep.append(e)
+            elif e.lblk >= nblocks:
+                freed.append((e.pblk, e.length))
+            else:
+                k = nblocks - e.lblk
+                keep.append(Ext(e.lblk, e.pblk, k, e.uninit))
+                freed.append((e.pblk + k, e.length - k))
+        if freed:
             self.map_dirty = True
-            for p in tail:
-                if p:
-                    if freed and freed[-1][0] + freed[-1][1] == p:
-                        freed[-1] = (freed[-1][0], freed[-1][1] + 1)
-                    else:
-                        freed.append((p, 1))
-        while flat and flat[-1] == 0:
-            flat.pop()
+        if self.exts is not None:
+            self.exts = keep
         return freed
 
     def data_blocks(self) -> int:
-        if self.exts is not None:
-            return sum(e.length for e in self.exts)
-        return sum(1 for p in self.flat or [] if p)
+        return sum(e.length for e in self.exts or [])
 
     def last_pblk(self) -> int:
         """Physical block after the file's last mapped block (a goal for appends), or 0."""
         if self.exts:
             e = self.exts[-1]
             return e.pblk + e.length
-        if self.flat:
-            for p in reversed(self.flat):
-                if p:
-                    return p + 1
         return 0
 
 

@@ -48,7 +48,12 @@ from burrow.fs.ext4 import ondisk as od
 from burrow.fs.ext4 import write_xattr as wx
 from burrow.fs.ext4.alloc import Allocator
 from burrow.fs.ext4.filesystem import Ext4Filesystem, Inode
-from burrow.fs.ext4.write_blockmap import blockmap_meta_count, build_blockmap, parse_blockmap
+from burrow.fs.ext4.write_blockmap import (
+    blockmap_meta_count,
+    build_blockmap,
+    max_blocks,
+    parse_blockmap,
+)
 from burrow.fs.ext4.write_cache import WriteCache
 from burrow.fs.ext4.write_csum import Checksummer
 from burrow.fs.ext4.write_dir import parse_leaf
@@ -204,7 +209,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         return w
 
     def _ensure_map(self, w: WInode) -> None:
-        if w.exts is not None or w.flat is not None:
+        if w.exts is not None:
             return
         bs = self.block_size
         if w.flags & od.EXT4_INLINE_DATA_FL:
@@ -215,10 +220,9 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             w.nodes = nodes
         else:
             nb = -(-w.size // bs)
-            flat, meta = parse_blockmap(w.i_block, nb, self.cache.get, self.blocks_count, bs)
-            while flat and flat[-1] == 0:
-                flat.pop()
-            w.flat = flat
+            runs, meta = parse_blockmap(w.i_block, nb, self.cache.get, self.blocks_count, bs)
+            w.exts = runs
+            w.blockmap = True
             w.meta = meta
 
     def _is_fast_symlink(self, w: WInode) -> bool:
@@ -290,16 +294,22 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         w.dirty = False
 
     def _flush_map(self, w: WInode) -> None:
-        if w.exts is None and w.flat is None:
+        if w.exts is None:
             w.map_dirty = False
             return
         bs = self.block_size
         goal = self._inode_goal(w.ino)
-        if w.exts is not None:
-            exts = merge_extents(w.exts)
-            w.exts = exts
-            need = index_blocks_needed(len(exts), bs)
-            self._resize_meta(w.nodes, need, exts[0].pblk if exts else goal)
+        exts = merge_extents(w.exts)
+        w.exts = exts
+        first = exts[0].pblk if exts else goal
+        blocks: list[tuple[int, bytearray]]
+        if w.blockmap:
+            self._resize_meta(w.meta, blockmap_meta_count(exts, bs), first)
+            iblock, blocks = build_blockmap(exts, w.meta, bs)
+            w.i_block = iblock
+            nmeta = len(w.meta)
+        else:
+            self._resize_meta(w.nodes, index_blocks_needed(len(exts), bs), first)
             seed_ino, gen = w.ino, w.generation
 
             def tail(data: bytearray) -> None:
@@ -308,13 +318,6 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             root, blocks = build_tree(exts, w.nodes, bs, tail)
             w.i_block = root
             nmeta = len(w.nodes)
-        else:
-            flat = w.flat or []
-            need = blockmap_meta_count(len(flat), bs, flat)
-            self._resize_meta(w.meta, need, flat[0] if flat and flat[0] else goal)
-            iblock, blocks = build_blockmap(flat, w.meta, bs)
-            w.i_block = iblock
-            nmeta = len(w.meta)
         for blk, data in blocks:
             self.cache.put(blk, data)
         self._set_iblocks(w, w.data_blocks() + nmeta)
@@ -581,7 +584,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
                 w.i_block = _EXT_ROOT_EMPTY
                 w.exts = []
             else:
-                w.flat = []
+                w.exts = []
+                w.blockmap = True
         self._inodes[ino] = w
         self._mark(w)
         return w
@@ -607,7 +611,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         if self.inode_size > 128:
             struct.pack_into("<H", w.raw, 0x80, self._extra_isize)
         w.set_dtime(now)
-        w.exts, w.flat = None, None
+        w.exts = None
         w.map_dirty = False
         self._mark(w)
 
@@ -713,7 +717,6 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         if len(tb) < 60:
             w.flags = w.flags & ~od.EXT4_EXTENTS_FL
             w.exts = None
-            w.flat = None
             w.i_block = tb
             w.size = len(tb)
         else:
@@ -927,11 +930,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         self._mark(w)
         return len(mv)
 
-    def _max_blocks(self) -> int:
-        if self.has_extents:
-            return 1 << 32
-        p = self.block_size // 4
-        return 12 + p + p * p + p * p * p
+    def _max_blocks(self, w: WInode) -> int:
+        return max_blocks(self.block_size) if w.blockmap else 1 << 32
 
     def _write_data(self, w: WInode, offset: int, mv: bytes | bytearray | memoryview) -> None:
         mv = memoryview(mv).cast("B")
@@ -941,16 +941,19 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             self._inline_file_to_blocks(w)
         self._ensure_map(w)
         lo, hi = offset // bs, -(-end // bs)
-        if hi > self._max_blocks():
+        if hi > self._max_blocks(w):
             raise NoSpace("file too large for this filesystem")  # EFBIG in the kernel
         segs = w.segments(lo, hi)
         holes = [(s, n) for s, p, n, _u in segs if p < 0]
         need = sum(n for _s, n in holes)
         fresh: list[tuple[int, int]] = [(s, n) for s, p, n, u in segs if p >= 0 and u]
         if need:
-            slack = 2 * (len(holes) + 2) + (3 if w.flat is not None else 0)
-            if w.exts is not None:
-                slack = index_blocks_needed(len(w.exts) + 2 * len(holes) + 2, bs) + 1
+            exts_now = len(w.exts or [])
+            if w.blockmap:
+                p = bs // 4
+                slack = need // p + need // (p * p) + 2 * len(holes) + 3
+            else:
+                slack = index_blocks_needed(exts_now + 2 * len(holes) + 2, bs) + 1
             self._need_blocks(need + slack)
             goal = w.last_pblk() if w.last_pblk() else self._inode_goal(w.ino)
             if lo > 0:
@@ -1021,7 +1024,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
                 seg = w.segments(nb - 1, nb)[0]
                 if seg[1] >= 0 and not seg[3]:
                     self.real_dev.pwrite(bytes(bs - size % bs), seg[1] * bs + size % bs)
-        elif size > old and w.flat is not None and size // bs >= self._max_blocks():
+        elif size > old and w.blockmap and -(-size // bs) > self._max_blocks(w):
             raise NoSpace("file too large for this filesystem")
         w.size = size
         w.map_dirty = True
@@ -1082,7 +1085,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             w.exts, w.nodes = [], []
         else:
             w.i_block = bytes(60)
-            w.flat, w.meta = [], []
+            w.exts, w.meta = [], []
+            w.blockmap = True
         self._store_xattrs(w, attrs)
 
     def _inline_file_to_blocks(self, w: WInode) -> None:
