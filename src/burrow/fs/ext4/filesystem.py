@@ -66,7 +66,9 @@ _DX_ENTRY = struct.Struct("<II")
 _INO_GEN = struct.Struct("<II")
 _S = 0x80000000
 _NS = 1_000_000_000
-_INODE = od.EXT4_INODE.struct  # 160 bytes; shorter inodes are zero-padded before unpacking
+# ext4_inode (160 bytes; shorter inodes are zero-padded) without the fields the reader ignores
+# (i_dtime, l_i_version, i_obso_faddr, l_i_reserved, i_version_hi, i_projid)
+_INODE_USED = struct.Struct("<HHIIII4xHHII4x60sIII4xHHHHH2xHHIIIII8x")
 
 # incompat features this reader understands
 _INCOMPAT_OK = (
@@ -543,13 +545,12 @@ class Ext4Filesystem(vfs.Filesystem):
     def _decode_inode(self, ino: int, raw: bytes, where: int) -> Inode:
         isz = self.inode_size
         if isz >= 160:
-            v = _INODE.unpack_from(raw, 0)
+            v = _INODE_USED.unpack_from(raw, 0)
         else:
-            v = _INODE.unpack_from(raw + bytes(160 - isz), 0)
-        (mode, uid, size_lo, atime, ctime, mtime, _dtime, gid, links, blocks_lo, flags,
-         _ver, i_block, generation, acl_lo, size_hi, _faddr, blocks_hi, acl_hi, uid_hi, gid_hi,
-         csum_lo, _res, extra_isize, csum_hi, ctime_x, mtime_x, atime_x, crtime,
-         crtime_x, _ver_hi, _projid) = v  # fmt: skip
+            v = _INODE_USED.unpack_from(raw + bytes(160 - isz), 0)
+        (mode, uid, size_lo, atime, ctime, mtime, gid, links, blocks_lo, flags, i_block,
+         generation, acl_lo, size_hi, blocks_hi, acl_hi, uid_hi, gid_hi, csum_lo, extra_isize,
+         csum_hi, ctime_x, mtime_x, atime_x, crtime, crtime_x) = v  # fmt: skip
         if isz == 128:
             extra_isize = 0
         elif extra_isize + 128 > isz or extra_isize & 3:
