@@ -664,3 +664,22 @@ def test_casefold_lookup(tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             fs.lookup(plain, "hello")  # only +F directories fold case
         assert fs.lookup(plain, "Hello") > 0
+
+
+@pytest.mark.root
+def test_revision_0_without_filetype_equals_kernel(tmp_path: Path) -> None:
+    """GOOD_OLD_REV: 128-byte inodes, no feature flags, directory entries without file types."""
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "f").write_bytes(b"old\n" * 3000)
+    os.symlink("a/b/f", src / "l")
+    os.mkfifo(src / "fifo")
+    image = tmp_path / "r0.img"
+    subprocess.run(["mkfs.ext2", "-q", "-F", "-r", "0", "-d", src, image, "8M"], check=True,
+                   capture_output=True)  # fmt: skip
+    with _open(image) as fs:
+        assert fs.info().features == () and fs.inode_size == 128
+        assert all(e.mode == 0 for e in fs.readdir(fs.root_ino))
+        mine = burrow_snapshot(fs)
+    with loop_mount(image) as mnt:
+        assert _diff(mine, kernel_snapshot(mnt)) == []
