@@ -469,6 +469,17 @@ class _Copier:
         # source directories already copied: a directory cannot legitimately appear twice,
         # so a repeat means a loop in a corrupt image and must not be followed forever
         self.dirs_seen: set[tuple[int, int]] = set()
+        self.dir_attrs: list[tuple[Any, Stat, bool, Any]] = []
+
+    def finish(self) -> None:
+        """Set directory attributes at the end, deepest first, so creating entries can no
+        longer change a directory's mtime afterwards (and read-only directories still fill)."""
+        for handle, dir_st, new, dir_sh in self.dir_attrs:
+            try:
+                self.finish_attrs(handle, dir_st, new=new, sh=dir_sh)
+            except (BurrowError, OSError) as exc:
+                self.fail(exc)
+        self.dir_attrs.clear()
 
     def enter_dir(self, sh: Any, st: Stat) -> None:
         key = self.src.key(st)
@@ -493,14 +504,16 @@ class _Copier:
     def ids(self, st: Stat) -> tuple[int | None, int | None]:
         return (st.st_uid, st.st_gid) if self.opts.archive else (None, None)
 
+    def attr_mode(self, st: Stat, *, new: bool) -> int | None:
+        if self.opts.archive:
+            return _stat.S_IMODE(st.st_mode)
+        # a new object gets the source's bits minus the umask; an existing one keeps its own
+        return self.mode_for(st) if new else None
+
     def finish_attrs(self, handle: Any, st: Stat, *, new: bool, sh: Any) -> None:
         archive = self.opts.archive
         xattrs = self.src.xattrs(sh) if archive else []
-        if archive:
-            mode: int | None = _stat.S_IMODE(st.st_mode)
-        else:
-            # a new object gets the source's bits minus the umask; an existing one keeps its own
-            mode = self.mode_for(st) if new else None
+        mode = self.attr_mode(st, new=new)
         self.dst.set_attrs(handle, st, mode=mode, owner=archive, times=archive, xattrs=xattrs)
 
     def copy_entry(self, sh: Any, st: Stat, dirh: Any, name: str) -> None:
@@ -509,12 +522,9 @@ class _Copier:
         stack: list[tuple[Any, Stat, Any, str]] = [(sh, st, dirh, name)]
         while stack:
             sh, st, dirh, name = stack.pop()
-            if sh is None:  # marker: a directory's contents are done; now its attributes
-                handle, dir_st, new, dir_sh = dirh
-                try:
-                    self.finish_attrs(handle, dir_st, new=new, sh=dir_sh)
-                except (BurrowError, OSError) as exc:
-                    self.fail(exc)
+            if sh is None:  # marker: a directory's contents are done; its attributes are
+                # applied by finish() at the end (post-order kept)
+                self.dir_attrs.append(dirh)
                 continue
             try:
                 children = self.copy_one(sh, st, dirh, name)
@@ -633,6 +643,7 @@ def _run(
         copier.enter_dir(sh, st)
         for name, ch, cst in src.children(sh):
             copier.copy_entry(ch, cst, dirh, name)
+        copier.finish()
         if opts.archive:
             try:
                 copier.finish_attrs(dirh, st, new=False, sh=sh)
@@ -646,6 +657,7 @@ def _run(
     dirh = dst.top_dir(parent)
     copier = _Copier(src, dst, opts)
     copier.copy_entry(sh, st, dirh, name)
+    copier.finish()
     return copier.stats
 
 
