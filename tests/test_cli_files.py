@@ -426,3 +426,29 @@ def test_shell_completion_lists_image_paths(ro_disk: Path) -> None:
         sh.onecmd("cd /etc")
         assert sh.complete_path("os") == ["os-release"]
         assert sh.completenames("ca") == ["cat "]
+
+
+def test_progress_only_on_a_terminal_and_after_a_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from burrow.cli.common import Progress
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a TTY: never draws
+    with Progress(100, "x", delay=0) as bar:
+        bar.update(50)
+        assert bar._bar is None
+    pytest.importorskip("rich")
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    with Progress(100, "x", delay=3600) as bar:  # fast work: nothing drawn
+        bar.update(100)
+        assert bar._bar is None
+    with Progress(100, "x", delay=0) as bar:  # slow work on a terminal: a bar
+        bar.update(10)
+        assert bar._bar is not None
+    assert bar._bar is None  # closed
