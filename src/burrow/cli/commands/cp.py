@@ -112,9 +112,9 @@ def _copy_one(
         else:
             target = dst.path
     total = None
-    if sys.stderr.isatty():
+    if sys.stderr.isatty():  # the total only matters for a bar on a terminal
         try:
-            total = tree_bytes(sfs, src.path) if sfs is not None else None
+            total = tree_bytes(sfs, src.path) if sfs is not None else _host_bytes(src.path)
         except OSError:
             total = None
     kw = {
@@ -133,3 +133,18 @@ def _copy_one(
             copy_out(sfs, src.path, target, progress=bar.update, **kw)
         else:
             copy_between(sfs, src.path, dfs, target, progress=bar.update, **kw)
+
+
+def _host_bytes(path: str) -> int:
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if st.st_mode & 0o170000 == 0o100000:
+                total += st.st_size
+    return total
