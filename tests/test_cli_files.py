@@ -452,3 +452,13 @@ def test_progress_only_on_a_terminal_and_after_a_delay(monkeypatch: pytest.Monke
         bar.update(10)
         assert bar._bar is not None
     assert bar._bar is None  # closed
+
+
+def test_copy_out_goes_on_past_a_failing_entry(ro_disk: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "etc" / "hostname").mkdir(parents=True)  # a directory where a file must go
+    proc = burrow_cli("cp", "-a", f"{ro_disk}:/", str(out), check=False)
+    assert proc.returncode == errors.EXIT_FILESYSTEM
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and "etc/hostname" in lines[0], lines
+    assert (out / "etc" / "os-release").read_text().startswith("PRETTY_NAME")  # the rest came

@@ -43,6 +43,7 @@ def _is_contents(path: str, kind: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from burrow import errors
     from burrow.cli.common import Session
     from burrow.disk import parse_address
     from burrow.errors import NotADirectory, UsageError
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         dst_is_dir = dfs.is_dir(dst.path) if dfs is not None else os.path.isdir(dst.path)
         if len(srcs) > 1 and not dst_is_dir:
             raise NotADirectory(f"target {dst_text!r} is not a directory", path=dst_text)
+        failures: list[BaseException] = []
         for src in srcs:
             if src.kind != "host" and dst.kind != "host" and src.target == dst.target:
                 sfs = dfs
@@ -69,13 +71,16 @@ def run(args: argparse.Namespace) -> int:
                 sfs = reader.fs(src)
             else:
                 sfs = None
-            _copy_one(args, src, sfs, dst, dfs, dst_is_dir, writer)
+            _copy_one(args, src, sfs, dst, dfs, dst_is_dir, writer, failures)
         ok = True
     finally:
         try:
             reader.close(commit=False)
         finally:
             writer.close(commit=ok)
+    if failures:  # copy-out went on past these, as cp does; the exit status says so
+        code = getattr(failures[0], "exit_code", errors.EXIT_FILESYSTEM)
+        return int(code)
     return 0
 
 
@@ -87,10 +92,12 @@ def _copy_one(
     dfs: PathFS | None,
     dst_is_dir: bool,
     writer: Session,
+    failures: list[BaseException],
 ) -> None:
     import sys
 
     from burrow.cli.common import Progress, tree_bytes
+    from burrow.errors import BurrowError
     from burrow.fs.copy import copy_between, copy_in, copy_out
 
     contents = _is_contents(src.path, src.kind)
@@ -125,12 +132,26 @@ def _copy_one(
     }
     if args.verbose:
         print(f"{src} -> {target}")
+
+    def report(exc: BaseException) -> None:
+        """Copy-out to the host goes on past a file it cannot make (a device node as a
+        normal user...), printing one line each, like cp. Into an image, the first error
+        stops the command and nothing is committed."""
+        failures.append(exc)
+        path = getattr(exc, "path", None) or getattr(exc, "filename", None)
+        text = (
+            str(exc)
+            if isinstance(exc, BurrowError)
+            else (getattr(exc, "strerror", None) or str(exc))
+        )
+        print(f"burrow: {path}: {text}" if path else f"burrow: {text}", file=sys.stderr)
+
     with Progress(total, f"copying {src}") as bar:
         if sfs is None:
             assert dfs is not None
             copy_in(src.path, dfs, target, progress=bar.update, **kw)
         elif dfs is None:
-            copy_out(sfs, src.path, target, progress=bar.update, **kw)
+            copy_out(sfs, src.path, target, progress=bar.update, on_error=report, **kw)
         else:
             copy_between(sfs, src.path, dfs, target, progress=bar.update, **kw)
 
