@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,12 @@ class Ext4Machine(RuleBasedStateMachine):
                 continue
             o = self.objs[i]
             if o["type"] == "dir":
-                out[p] = ("dir", 0o755, dict(sorted(o["xattrs"].items())))
+                out[p] = ("dir", o.get("mode", 0o755), dict(sorted(o["xattrs"].items())))
+            elif o["type"] == "node":
+                out[p] = ("node", o["mode"], o["rdev"])
             elif o["type"] == "file":
-                out[p] = ("file", 0o644, bytes(o["data"]), dict(sorted(o["xattrs"].items())),
-                          counts[i])  # fmt: skip
+                out[p] = ("file", o.get("mode", 0o644), bytes(o["data"]),
+                          dict(sorted(o["xattrs"].items())), counts[i])  # fmt: skip
             else:
                 out[p] = ("link", o["target"])
         return out
@@ -126,8 +129,38 @@ class Ext4Machine(RuleBasedStateMachine):
         self.paths[path] = oid
         self.objs[oid] = {"type": "link", "target": tgt, "xattrs": {}}
 
+    @rule(d=st.data(), name=NAMES, kind=st.sampled_from(["fifo", "chr", "blk", "sock"]))
+    def mknod(self, d: st.DataObject, name: str, kind: str) -> None:
+        parent = d.draw(st.sampled_from(self._dirs()))
+        path = f"{parent}/{name}"
+        fmt = {"fifo": stat.S_IFIFO, "chr": stat.S_IFCHR, "blk": stat.S_IFBLK,
+               "sock": stat.S_IFSOCK}[kind]  # fmt: skip
+        rdev = os.makedev(300, 70000) if kind == "blk" else os.makedev(1, 3) if kind == "chr" else 0
+        if path in self.paths:
+            with pytest.raises(BurrowError):
+                self.fs.mknod(self._ino(parent), name, fmt | 0o640, rdev)
+            return
+        self.fs.mknod(self._ino(parent), name, fmt | 0o640, rdev)
+        oid = next(self.ids)
+        self.paths[path] = oid
+        self.objs[oid] = {"type": "node", "mode": fmt | 0o640, "rdev": rdev, "xattrs": {}}
+
+    @precondition(lambda self: self._nonroot())
+    @rule(d=st.data(), mode=st.sampled_from([0o600, 0o755, 0o4711, 0o1777, 0o000]))
+    def chmod(self, d: st.DataObject, mode: int) -> None:
+        cands = [p for p in self._nonroot() if self.objs[self.paths[p]]["type"] in ("file", "dir")]
+        if not cands:
+            return
+        path = d.draw(st.sampled_from(cands))
+        self.fs.setattr(self._ino(path), mode=mode, mtime_ns=1_234_567_891_000_000_001)
+        self.objs[self.paths[path]]["mode"] = mode
+
     @precondition(lambda self: self._files())
-    @rule(d=st.data(), offset=st.integers(0, 70000), data=DATA)
+    @rule(
+        d=st.data(),
+        offset=st.integers(0, 70000) | st.sampled_from([300_000, 2_900_000, 1 << 24]),
+        data=DATA,
+    )
     def write(self, d: st.DataObject, offset: int, data: bytes) -> None:
         path = d.draw(st.sampled_from(self._files()))
         self.fs.write(self._ino(path), offset, data)

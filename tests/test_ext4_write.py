@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,67 @@ def test_shared_xattr_block_refcounts(tmp_path: Path) -> None:
         assert fs.getxattr(a, "user.shared") == b"S" * 700
         assert fs.getxattr(a, "user.own") == b"mine"
         assert fs.listxattr(fs.lookup(fs.root_ino, "b")) == []
+
+
+def _ops(fs: vfs.Filesystem) -> list[Callable[[], object]]:
+    r = fs.root_ino
+    return [
+        lambda: fs.create(r, "new", 0o644),
+        lambda: fs.write(fs.lookup(r, "big"), 5000, b"x" * 70000),
+        lambda: fs.setattr(fs.lookup(r, "big"), size=10),
+        lambda: fs.unlink(fs.lookup(r, "d"), "f7"),
+        lambda: fs.create(fs.lookup(r, "d"), "zz", 0o644),
+        lambda: fs.rename(r, "d", fs.lookup(r, "d"), "e2"),
+        lambda: fs.rename(fs.lookup(r, "d"), "f3", r, "moved"),
+        lambda: fs.setxattr(fs.lookup(fs.lookup(r, "d"), "f9"), "user.q", b"v" * 300),
+        lambda: fs.mkdir(r, "nd", 0o755),
+        lambda: fs.rmdir(fs.lookup(r, "d"), "e"),
+        lambda: fs.unlink(r, "slow"),
+        lambda: list(fs.readdir(r)),
+        fs.close,
+    ]
+
+
+def _corrupt_runs(tmp_path: Path, opts: list[str], seeds: int) -> None:
+    import random
+    import traceback
+
+    from burrow.block.memory import MemoryDevice
+
+    src = tmp_path / "src"
+    (src / "d" / "e").mkdir(parents=True)
+    for i in range(40):
+        (src / "d" / f"f{i}").write_bytes(os.urandom(i * 300))
+    (src / "big").write_bytes(os.urandom(300_000))
+    os.symlink("x" * 80, src / "slow")
+    img = tmp_path / "fz.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", *opts, "-d", str(src), str(img), "4M"], check=True,
+                   capture_output=True)  # fmt: skip
+    base = img.read_bytes()
+    escaped: list[str] = []
+    for seed in range(seeds):
+        rnd = random.Random(seed)
+        buf = bytearray(base)
+        for _ in range(rnd.randint(1, 300)):
+            buf[rnd.randrange(2048, 400 * 1024)] = rnd.randrange(256)
+        dev = MemoryDevice(len(buf), data=bytes(buf))
+        try:
+            fs = open_ext4(dev, readonly=False, ignore_checksums=True)
+        except BurrowError:
+            continue
+        ops = _ops(fs)
+        for op in ops:
+            try:
+                op()
+            except BurrowError:
+                pass
+            except Exception as exc:  # the point: anything else escaping is a bug
+                escaped.append(f"seed {seed}: {exc!r}\n{traceback.format_exc()}")
+    assert not escaped, escaped[0]
+
+
+@pytest.mark.parametrize("opts", [[], ["-t", "ext3"], ["-O", "inline_data"]], ids=str)
+def test_corrupt_images_only_raise_burrow_errors(tmp_path: Path, opts: list[str]) -> None:
+    """Random damage to metadata: every write operation either works or raises a
+    BurrowError (CorruptImage, NoSpace, ...), never IndexError/struct.error/MemoryError."""
+    _corrupt_runs(tmp_path, opts, 120)
