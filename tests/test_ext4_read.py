@@ -229,6 +229,15 @@ def test_htree_lookup_every_name(images: dict[str, Path], variant: str, hash_ver
                 fs.lookup(d, missing)
         assert fs.lookup(d, "..") == fs.root_ino
         assert fs.lookup(d, ".") == d
+        # O(log n): a cold lookup reads the root, one block per index level and the leaf
+        # (plus a possible collision continuation), not the directory's other blocks
+        nblocks = fs.getattr(d).st_size // fs.block_size
+        for ent in entries[::500]:
+            fs.invalidate_all()
+            fs._runs(fs.inode(d))  # the directory's block map (extent blocks) read once
+            reads_before = len(fs._block_cache)
+            assert fs.lookup(d, ent.name) == ent.ino
+            assert len(fs._block_cache) - reads_before <= 4 < nblocks
 
 
 def test_special_names_and_kinds(images: dict[str, Path]) -> None:
