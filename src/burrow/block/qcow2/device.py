@@ -14,7 +14,6 @@ crash-safe order (see ``refcount.py`` and ``docs/formats/qcow2.md``).
 from __future__ import annotations
 
 import os
-import re
 import stat
 import threading
 from array import array
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from burrow.block.device import BlockDevice, Extent, ExtentFlags
+from burrow.block.qcow2.backing import open_backing
 from burrow.block.qcow2.compressed import compressed_extent, compressed_host_range, inflate
 from burrow.block.qcow2.header import (
     AUTOCLEAR_BITMAPS,
@@ -47,21 +47,16 @@ from burrow.block.qcow2.tables import (
     decode_table,
     encode_table,
 )
-from burrow.errors import BurrowError, CorruptImage, NotFound, Unsupported, error_for_errno
+from burrow.errors import CorruptImage, Unsupported
 
-__all__ = ["MAX_BACKING_DEPTH", "Qcow2Device", "open_qcow2"]
+__all__ = ["Qcow2Device", "open_qcow2"]
 
-MAX_BACKING_DEPTH = 16
 MAX_SNAPSHOT_L1_BYTES = 64 << 20  # snapshot L1 tables read to open such an image for writing
 L2_CACHE_BYTES = 32 << 20  # decoded L2 tables kept (qemu's default covers less)
 L2_CACHE_TABLES = 4096  # and at most this many (small clusters: many small tables)
 COMPRESSED_CACHE = 8
 SMALL_READ = 65536  # requests up to this size are served entirely under the lock
 _ZEROS = bytes(1 << 21)  # one largest cluster
-_PROTOCOL = re.compile(
-    r"^(json:|[A-Za-z][A-Za-z0-9+.-]*://|(nbd|ssh|rbd|iscsi|gluster|http|https|ftp|ftps|vvfat|null-co|blkdebug|blkverify)[:+])"
-)
-
 # Run kinds produced by the mapper.
 DATA, ZERO, BACKING, COMPRESSED = 0, 1, 2, 3
 
@@ -105,7 +100,13 @@ class Qcow2Device(BlockDevice):
             self._setup(readonly)
             if self.hdr.backing_file:
                 key = (st.st_dev, st.st_ino)
-                self.backing = self._open_backing(allow_probe_backing, _visited | {key}, _depth + 1)
+                self.backing = open_backing(
+                    self.path,
+                    self.hdr,
+                    allow_probe=allow_probe_backing,
+                    visited=_visited | {key},
+                    depth=_depth + 1,
+                )
         except BaseException:
             if self.backing is not None:
                 self.backing.close()
@@ -233,61 +234,6 @@ class Qcow2Device(BlockDevice):
         refs = self._refs
         assert refs is not None
         return refs.get(host >> self._cb) == 1
-
-    def _open_backing(
-        self, allow_probe: bool, visited: frozenset[tuple[int, int]], depth: int
-    ) -> BlockDevice:
-        name = self.hdr.backing_file
-        assert name is not None
-        if _PROTOCOL.match(name):
-            raise Unsupported("backing file protocol", f"{name!r} is not a local file")
-        if depth > MAX_BACKING_DEPTH:
-            raise CorruptImage(
-                "qcow2 backing chain", None, f"deeper than {MAX_BACKING_DEPTH} images"
-            )
-        bpath = name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path), name)
-        try:
-            return self._open_backing_file(bpath, allow_probe, visited, depth)
-        except BurrowError:
-            raise
-        except FileNotFoundError:
-            raise NotFound(
-                f"backing file {bpath!r} of {self.path!r} not found", path=bpath
-            ) from None
-        except OSError as exc:
-            raise error_for_errno(exc.errno or 5, f"backing file {bpath!r}: {exc}") from None
-
-    def _open_backing_file(
-        self, bpath: str, allow_probe: bool, visited: frozenset[tuple[int, int]], depth: int
-    ) -> BlockDevice:
-        st = os.stat(bpath)
-        if not stat.S_ISREG(st.st_mode) and not stat.S_ISBLK(st.st_mode):
-            raise Unsupported("backing file type", f"{bpath!r} is not a regular file or disk")
-        if (st.st_dev, st.st_ino) in visited:
-            raise CorruptImage("qcow2 backing chain", None, f"loop: {bpath!r} is its own backing")
-        fmt = self.hdr.backing_format
-        if fmt is None:
-            if not allow_probe:
-                raise Unsupported(
-                    "backing file without backing format",
-                    f"{bpath!r}: the header does not name its format (pass allow_probe_backing)",
-                )
-            from burrow.block import detect_format
-
-            fmt = detect_format(bpath)
-        if fmt == "raw":
-            from burrow.block.raw import RawDevice
-
-            return RawDevice(bpath, readonly=True)
-        if fmt == "qcow2":
-            return Qcow2Device(
-                bpath,
-                readonly=True,
-                allow_probe_backing=allow_probe,
-                _visited=visited,
-                _depth=depth,
-            )
-        raise Unsupported(f"backing format {fmt}", f"backing file {bpath!r}")
 
     # -- L2 lookup ----------------------------------------------------------------------------
     def _check_l2_offset(self, l1i: int, off: int) -> None:
