@@ -518,3 +518,50 @@ def test_corrupt_images_only_raise_burrow_errors(tmp_path: Path, opts: list[str]
     """Random damage to metadata: every write operation either works or raises a
     BurrowError (CorruptImage, NoSpace, ...), never IndexError/struct.error/MemoryError."""
     _corrupt_runs(tmp_path, opts, 120)
+
+
+@pytest.mark.root
+def test_kernel_keeps_writing_our_htree_and_uninit_extents(tmp_path: Path) -> None:
+    """The kernel adds to and removes from an htree we built, and we write into extents the
+    kernel left uninitialised (fallocate): both stay e2fsck-clean and read back."""
+    img = make_image(tmp_path / "fs.img", "ours-ext4", 64 << 20)
+    names = [f"n{k:04d}-{'z' * (k % 30)}" for k in range(2500)]
+    with writable(img) as fs:
+        d = fs.mkdir(fs.root_ino, "big", 0o755)
+        for n in names:
+            fs.create(d, n, 0o644)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+    try:
+        for n in names[:500]:
+            (mnt / "big" / n).unlink()
+        for k in range(500):
+            (mnt / "big" / f"kernel-{k}").write_bytes(b"k")
+        subprocess.run(["fallocate", "-l", "3M", str(mnt / "prealloc")], check=True)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    fsck(img)
+    with writable(img) as fs:
+        d = fs.lookup(fs.root_ino, "big")
+        for n in names[500:1000]:
+            fs.unlink(d, n)
+        for k in range(300):
+            fs.create(d, f"burrow-again-{k}", 0o644)
+        p = fs.lookup(fs.root_ino, "prealloc")
+        fs.write(p, 1_000_000, b"middle")
+        fs.write(p, 3_000_000, b"!")
+    fsck(img)
+    subprocess.run(["mount", "-o", "loop,ro", str(img), str(mnt)], check=True)
+    try:
+        listing = set(os.listdir(mnt / "big"))
+        data = (mnt / "prealloc").read_bytes()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    expect = set(names[1000:]) | {f"kernel-{k}" for k in range(500)}
+    expect |= {f"burrow-again-{k}" for k in range(300)}
+    assert listing == expect
+    want = bytearray(3 << 20)
+    want[1_000_000:1_000_006] = b"middle"
+    want[3_000_000] = ord("!")
+    assert data == bytes(want)
