@@ -102,5 +102,6 @@ def test_load_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("BURROW_SOAK"), reason="soak: make soak (BURROW_SOAK=1)")
 def test_load_32_clients_60_seconds(tmp_path: Path) -> None:
     _load(tmp_path, clients=32, seconds=60)

@@ -217,7 +217,8 @@ class AsyncShareClient:
                 ch.send_nowait(sp.encode_request(op, call_id, *fields))
                 await ch.drain()
                 try:
-                    frame = await asyncio.wait_for(fut, self.call_timeout)
+                    async with asyncio.timeout(self.call_timeout):  # no task per call
+                        frame = await fut
                 except TimeoutError:
                     # A link that died silently (no RST): drop it and let the retry reconnect.
                     ch.abort()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import errno
 import hashlib
@@ -26,7 +27,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,19 +77,26 @@ class _Conn:
     refused: str = ""
     calls: int = 0
     refused_calls: int = 0
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    in_flight: int = 0
+    dead: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class WorkerLink:
-    """The network process's end of one worker's ``SOCK_SEQPACKET`` socket."""
+    """The network process's end of one worker's ``SOCK_SEQPACKET`` socket.
+
+    Calls are callbacks, not tasks: :meth:`submit` sends a frame and remembers a function
+    that the read loop calls with the reply frame (or ``None`` when the worker is gone).
+    Bulk transfers are thousands of calls a second, so no per-call task or future."""
 
     def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes] | None) -> None:
         self.sock = sock
         self.proc = proc
-        self._pending: dict[int, asyncio.Future[bytes]] = {}
+        self._pending: dict[int, Callable[[bytes | None], None]] = {}
         self._next = 1
         self._reader: asyncio.Task[None] | None = None
-        self._send_lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._outq: collections.deque[bytearray] = collections.deque()
         self.failed: BaseException | None = None
 
     async def start(self, timeout: float = 30.0) -> tuple[int, bool]:
@@ -111,50 +119,67 @@ class WorkerLink:
                     raise ConnectionLost("export worker exited")
                 if len(data) < sp.FRAME.size:
                     continue
-                call_id = sp.FRAME.unpack_from(data, 0)[3]
-                fut = self._pending.pop(call_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(data)
+                callback = self._pending.pop(_CALL_ID.unpack_from(data, 4)[0], None)
+                if callback is not None:
+                    callback(data)
         except (OSError, ConnectionLost) as exc:
-            self.failed = exc
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(ConnectionLost("export worker is gone"))
-            self._pending.clear()
+            self._fail(exc)
 
-    async def call(self, op: Op, *fields: Any) -> bytes:
-        return await self.call_raw(bytearray(sp.encode_request(op, 0, *fields)))
+    def _fail(self, exc: BaseException) -> None:
+        self.failed = exc
+        pending, self._pending = self._pending, {}
+        for callback in pending.values():
+            callback(None)
 
-    async def call_raw(self, frame: bytearray) -> bytes:
-        """Send a request frame (its call id is overwritten) and wait for the reply frame."""
+    def submit(self, frame: bytearray, callback: Callable[[bytes | None], None]) -> None:
+        """Send a request frame (its call id is overwritten); ``callback(reply)`` later."""
         if self.failed is not None:
-            raise ConnectionLost("export worker is gone")
+            callback(None)
+            return
         call_id = self._next
         self._next = (self._next + 1) & 0xFFFFFFFF or 1
         _CALL_ID.pack_into(frame, 4, call_id)
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = fut
+        self._pending[call_id] = callback
+        if not self._outq:
+            try:
+                self.sock.send(frame)
+                return
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._fail(exc)
+                return
+        # The socket buffer is full: one writer task drains the queue in order (the
+        # selector keeps one writer callback per socket, so never two sock_sendall at once).
+        self._outq.append(frame)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            # One sender at a time: the selector keeps one writer callback per socket, so
-            # concurrent sock_sendall calls would lose each other's wake-ups. Try the
-            # non-blocking send first; it succeeds unless the socket buffer is full.
-            if not self._send_lock.locked():
-                try:
-                    self.sock.send(frame)
-                    return await fut
-                except BlockingIOError:
-                    pass
-            async with self._send_lock:
-                await asyncio.get_running_loop().sock_sendall(self.sock, frame)
-            return await fut
-        finally:
-            self._pending.pop(call_id, None)
+            while self._outq:
+                await loop.sock_sendall(self.sock, self._outq[0])
+                self._outq.popleft()
+        except OSError as exc:
+            self._outq.clear()
+            self._fail(exc)
+
+    async def call(self, op: Op, *fields: Any) -> bytes:
+        """Convenience for tests and one-off calls."""
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self.submit(bytearray(sp.encode_request(op, 0, *fields)), fut.set_result)
+        data = await fut
+        if data is None:
+            raise ConnectionLost("export worker is gone")
+        return data
 
     async def aclose(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.sock.close()
         if self.proc is not None:
             try:
@@ -321,26 +346,21 @@ class ShareServer:
             conn.export.name,
             "rw" if conn.writable else "ro",
         )
-        sem = asyncio.Semaphore(MAX_IN_FLIGHT)
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
                     data = await ch.recv()
                 except ConnectionLost:
                     break
-                await sem.acquire()
-                task = loop.create_task(self._call(ch, conn, data))
-                conn.tasks.add(task)
-                task.add_done_callback(conn.tasks.discard)
-                task.add_done_callback(lambda _t: sem.release())
+                while conn.in_flight >= MAX_IN_FLIGHT:
+                    conn.wake.clear()
+                    await conn.wake.wait()
+                if not self._dispatch(ch, conn, data):
+                    break
         except ProtocolError as exc:
             audit.warning("protocol-error peer=%s from=%s reason=%s", conn.peer.name, source, exc)
         finally:
-            for task in list(conn.tasks):
-                task.cancel()
-            if conn.tasks:
-                await asyncio.gather(*conn.tasks, return_exceptions=True)
+            conn.dead = True
             audit.info(
                 "disconnect peer=%s from=%s export=%s calls=%d refused=%d",
                 conn.peer.name,
@@ -350,7 +370,8 @@ class ShareServer:
                 conn.refused_calls,
             )
 
-    async def _call(self, ch: Channel, conn: _Conn, data: bytes) -> None:
+    def _dispatch(self, ch: Channel, conn: _Conn, data: bytes) -> bool:
+        """Check one request and hand it to the worker; False drops the connection."""
         export = conn.export
         assert export is not None and export.link is not None
         try:
@@ -358,12 +379,15 @@ class ShareServer:
         except RemoteProtocolError as exc:
             audit.warning("malformed-call peer=%s reason=%s", conn.peer.name, exc)
             ch.abort()  # a client that sends garbage gets no second chance
-            return
+            return False
         conn.calls += 1
         self.statistics["calls"] += 1
-        reply: bytes | bytearray
         try:
-            reply = await self._forward(conn, export, frame, data)
+            if frame.op in sp.WRITE_OPS and not conn.writable:
+                raise _Refused(errno.EROFS, "read-only access to this export")
+            for i, code in enumerate(sp.REQUESTS[frame.op]):
+                if code == "H":
+                    self.check_handle(export.name, conn.key, frame.fields[i])
         except _Refused as exc:
             conn.refused_calls += 1
             self.statistics["refused_calls"] += 1
@@ -375,34 +399,42 @@ class ShareServer:
                 errno.errorcode.get(exc.errno_value, exc.errno_value),
                 exc,
             )
-            reply = sp.encode_error(frame.op, frame.call_id, exc.errno_value, str(exc))
-        except (ConnectionLost, RemoteProtocolError) as exc:
-            reply = sp.encode_error(frame.op, frame.call_id, errno.EIO, f"export failed: {exc}")
-        with contextlib.suppress(BurrowError):
-            await ch.send(reply)
+            self._send(ch, sp.encode_error(frame.op, frame.call_id, exc.errno_value, str(exc)))
+            return True
+        conn.in_flight += 1
 
-    async def _forward(
-        self, conn: _Conn, export: Export, frame: sp.Frame, data: bytes
-    ) -> bytes | bytearray:
-        if frame.op in sp.WRITE_OPS and not conn.writable:
-            raise _Refused(errno.EROFS, "read-only access to this export")
-        for i, code in enumerate(sp.REQUESTS[frame.op]):
-            if code == "H":
-                self.check_handle(export.name, conn.key, frame.fields[i])
-        assert export.link is not None
+        def done(raw: bytes | None) -> None:
+            conn.in_flight -= 1
+            conn.wake.set()
+            if conn.dead:
+                return
+            try:
+                reply = self._reply(conn, export, frame, raw)
+            except (RemoteProtocolError, ConnectionLost) as exc:
+                reply = sp.encode_error(frame.op, frame.call_id, errno.EIO, f"export failed: {exc}")
+            self._send(ch, reply)
+
         # The validated frame goes to the worker as it is (the worker reads only the inode
         # part of a handle and clamps lengths itself): no re-encoding of bulk data.
-        raw = await export.link.call_raw(bytearray(data))
+        export.link.submit(bytearray(data), done)
+        return True
+
+    @staticmethod
+    def _send(ch: Channel, reply: bytes | bytearray) -> None:
+        with contextlib.suppress(BurrowError):
+            ch.send_nowait(reply)
+
+    def _reply(
+        self, conn: _Conn, export: Export, frame: sp.Frame, raw: bytes | None
+    ) -> bytes | bytearray:
+        if raw is None:
+            raise ConnectionLost("export worker is gone")
         reply_types = sp.REPLIES[frame.op]
-        if raw[:1] == bytes([Kind.ERROR]) or ("H" not in reply_types and "D" not in reply_types):
-            if len(raw) < sp.FRAME.size:
-                raise RemoteProtocolError("short reply from the export worker")
+        if raw[0] == Kind.ERROR or ("H" not in reply_types and "D" not in reply_types):
             out = bytearray(raw)
             _CALL_ID.pack_into(out, 4, frame.call_id)
             return out
         reply = sp.decode_frame(raw, expect=Kind.REPLY)
-        if reply.kind == Kind.ERROR:  # pragma: no cover - handled above
-            return sp.encode_error(frame.op, frame.call_id, reply.fields[0], reply.fields[1])
         fields = list(reply.fields)
         for i, code in enumerate(reply_types):
             if code == "H":
