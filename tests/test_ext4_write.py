@@ -565,3 +565,25 @@ def test_kernel_keeps_writing_our_htree_and_uninit_extents(tmp_path: Path) -> No
     want[1_000_000:1_000_006] = b"middle"
     want[3_000_000] = ord("!")
     assert data == bytes(want)
+
+
+@pytest.mark.parametrize("fstype", ["ext2", "ext4"])
+def test_large_sparse_file_sets_large_file(tmp_path: Path, fstype: str) -> None:
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    subprocess.run([f"mkfs.{fstype}", "-q", "-F", "-O", "^large_file", str(img)], check=True,
+                   capture_output=True)  # fmt: skip
+    with writable(img) as fs:
+        f = fs.create(fs.root_ino, "huge", 0o644)
+        fs.write(f, 3 << 30, b"far away")
+        g = fs.create(fs.root_ino, "grown", 0o644)
+        fs.setattr(g, size=5 << 30)
+    fsck(img)
+    out = subprocess.run(["dumpe2fs", "-h", str(img)], capture_output=True, text=True).stdout
+    assert "large_file" in out
+    with readable(img) as fs:
+        f = fs.lookup(fs.root_ino, "huge")
+        assert fs.getattr(f).st_size == (3 << 30) + 8
+        assert fs.read(f, 3 << 30, 100) == b"far away"
+        assert fs.read(f, 1 << 30, 10) == bytes(10)

@@ -148,6 +148,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         self._dirty_inos: set[int] = set()
         self._mounted = False
         self._bytes_written = 0
+        self._large_file = False
         self._closed = False
         want = self.sb.s_want_extra_isize or 32
         self._extra_isize = min(want, self.inode_size - 128) if self.inode_size > 128 else 0
@@ -359,6 +360,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         sb.s_wtime = now & 0xFFFFFFFF
         sb.s_wtime_hi = (now >> 32) & 0xFF
         sb.s_kbytes_written += self._bytes_written >> 10
+        if self._large_file:  # a file past 2 GiB needs large_file, as the kernel sets it
+            sb.s_feature_ro_compat |= od.RO_COMPAT_LARGE_FILE
         self._bytes_written &= 1023
         raw = bytearray(od.EXT4_SUPER_BLOCK.pack(sb))
         self.csummer.set_superblock(raw)
@@ -1000,6 +1003,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             pos = seg_end
         self._bytes_written += len(mv)
         w.size = max(w.size, end)
+        if end > 0x7FFFFFFF:
+            self._large_file = True
         if need:
             self._add_iblocks(w, need)
         w.map_dirty = True
@@ -1027,6 +1032,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         elif size > old and w.blockmap and -(-size // bs) > self._max_blocks(w):
             raise NoSpace("file too large for this filesystem")
         w.size = size
+        if size > 0x7FFFFFFF:
+            self._large_file = True
         w.map_dirty = True
         self._mark(w)
 
