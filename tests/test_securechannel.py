@@ -431,3 +431,22 @@ def test_handshake_twice_refused() -> None:
     pair = make_pair()
     with pytest.raises(LocalProtocolError):
         do_handshake(pair)
+
+
+def test_key_query_answered_once_before_handshake() -> None:
+    from burrow.proto.securechannel import key_query_record, parse_key_info
+
+    pair = make_pair(handshake=False)
+    assert pair.server.receive_data(key_query_record()) == []
+    assert parse_key_info(pair.server.data_to_send()) == pair.server_key.public
+    with pytest.raises(RemoteProtocolError, match="out of order"):
+        pair.server.receive_data(key_query_record())
+    pair = make_pair(handshake=False)
+    pair.server.config.answer_key_query = False
+    with pytest.raises(RemoteProtocolError):
+        pair.server.receive_data(key_query_record())
+    pair = make_pair()  # after the handshake: refused
+    with pytest.raises(RemoteProtocolError):
+        pair.server.receive_data(key_query_record())
+    with pytest.raises(RemoteProtocolError):
+        parse_key_info(bytes(40))

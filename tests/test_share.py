@@ -149,3 +149,39 @@ def test_share_an_ext4_image(tmp_path: Path) -> None:
     res = subprocess.run(["debugfs", "-R", "cat /etc/added", str(img)], capture_output=True)
     assert res.stdout == b"written over the share\n"
     assert subprocess.run(["e2fsck", "-fn", str(img)], capture_output=True).returncode == 0
+
+
+def test_trust_on_first_use_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from burrow.errors import UsageError
+    from burrow.share.keys import KnownServers
+
+    monkeypatch.delenv("BURROW_SERVER_KEY", raising=False)
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "f").write_text("tofu")
+    known = tmp_path / "known_servers"
+    alice = KeyPair.generate()
+    with running_server({"data": export}, peers_of(("alice", alice, {"data": "ro"}))) as srv:
+        with pytest.raises(UsageError, match="no public key"):
+            connect(srv.url("data"), key=alice, known_servers=known)
+        assert not known.exists()
+        with PathFS(connect(srv.url("data"), key=alice, known_servers=known, tofu=True)) as pfs:
+            assert pfs.read_text("/f") == "tofu"
+        hostport = f"127.0.0.1:{srv.port}"
+        assert KnownServers(known).lookup(hostport) == srv.server_key.public
+        with PathFS(connect(srv.url("data"), key=alice, known_servers=known)) as pfs:
+            assert pfs.read_text("/f") == "tofu"  # pinned now, no flag needed
+        port = srv.port
+    # another server (another key) on the same address is refused, even with tofu=True
+    other = tmp_path / "other"
+    other.mkdir()
+    with running_server({"data": other}, peers_of(("alice", alice, {"data": "ro"}))) as srv2:
+        KnownServers(known).path.write_text(
+            KnownServers(known).path.read_text().replace(str(port), str(srv2.port))
+        )
+        from burrow.errors import ConnectionLost
+
+        with pytest.raises(ConnectionLost):
+            connect(srv2.url("data"), key=alice, known_servers=known, tofu=True, retries=0)

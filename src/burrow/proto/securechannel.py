@@ -21,6 +21,8 @@ type   name                body
 5      DATA                counter u64 | ChaChaPoly(payload)
 6      KEY_UPDATE          counter u64 | ChaChaPoly(empty); sender then Rekey()s
 7      CLOSE               counter u64 | ChaChaPoly(empty); nothing follows
+8      KEY_QUERY           empty (a client doing trust on first use asks for the key)
+9      KEY_INFO            the server's static public key (32 bytes, unauthenticated)
 =====  ==================  =======================================================
 
 Transport records are authenticated with the 16 header bytes (type, length, counter) as
@@ -75,6 +77,8 @@ __all__ = [
     "RateLimiter",
     "SecureChannel",
     "hchacha20",
+    "key_query_record",
+    "parse_key_info",
     "xchacha20poly1305_decrypt",
     "xchacha20poly1305_encrypt",
 ]
@@ -89,6 +93,8 @@ COOKIE_REPLY = 4
 DATA = 5
 KEY_UPDATE = 6
 CLOSE = 7
+KEY_QUERY = 8  # client -> server, empty: "what is your public key?" (trust on first use)
+KEY_INFO = 9  # server -> client: the 32-byte static public key, unauthenticated
 
 RECORD_HEADER = struct.Struct("<B3xI")  # type, reserved, length
 TRANSPORT_HEADER = struct.Struct("<B3xIQ")  # type, reserved, length, counter
@@ -271,6 +277,7 @@ class ChannelConfig:
     rekey_after_time: float = REKEY_AFTER_TIME
     reject_after_time: float = REJECT_AFTER_TIME
     max_payload: int = MAX_PAYLOAD
+    answer_key_query: bool = True
 
 
 class Event:
@@ -322,6 +329,21 @@ class _Stats:
     cookie_replies: int = field(default=0)
 
 
+def key_query_record() -> bytes:
+    """What a client sends to learn a server's public key (before pinning it)."""
+    return RECORD_HEADER.pack(KEY_QUERY, 0)
+
+
+def parse_key_info(data: bytes) -> bytes:
+    """The public key from a KEY_INFO record (exactly 40 bytes)."""
+    if len(data) != HEADER_LEN + DHLEN:
+        raise RemoteProtocolError("bad key info record length")
+    rtype, length = RECORD_HEADER.unpack_from(data, 0)
+    if rtype != KEY_INFO or length != DHLEN or data[1:4] != b"\x00\x00\x00":
+        raise RemoteProtocolError("not a key info record")
+    return bytes(data[HEADER_LEN:])
+
+
 # -- the channel ---------------------------------------------------------------------------
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED, _FAILED = range(5)
@@ -358,6 +380,7 @@ class SecureChannel:
         self._hello = b""
         self._close_sent = False
         self._close_received = False
+        self._key_queried = False
         self.remote_static: bytes | None = None
         self.peer: PeerInfo | None = None
         self.handshake_hash = b""
@@ -494,13 +517,17 @@ class SecureChannel:
             )
         elif rtype in (KEY_UPDATE, CLOSE):
             ok = length == 8 + TAGLEN
+        elif rtype == KEY_QUERY:
+            ok = not self.initiator and length == 0
         else:
             raise RemoteProtocolError(f"unknown record type {rtype}")
         if not ok:
             raise RemoteProtocolError(f"record type {rtype} with bad or oversized length {length}")
 
     def _record(self, rtype: int, record: memoryview, now: float, events: list[Event]) -> None:
-        if rtype >= DATA:
+        if rtype == KEY_QUERY:
+            self._key_query()
+        elif rtype in (DATA, KEY_UPDATE, CLOSE):
             if self._state not in (_OPEN, _CLOSING) or self._recv is None:
                 raise RemoteProtocolError("transport record before the handshake completed")
             self._transport_record(rtype, record, now, events)
@@ -514,6 +541,19 @@ class SecureChannel:
             self._initiation(rtype, record, now, events)
 
     # -- handshake: responder ------------------------------------------------------------
+    def _key_query(self) -> None:
+        """Answer a KEY_QUERY with our public key (for clients doing trust on first use).
+
+        Only before any initiation and once per connection; costs no cryptography. A server
+        can switch it off (``answer_key_query=False``) to stay silent to strangers."""
+        if not self.config.answer_key_query:
+            raise RemoteProtocolError("key queries are not answered by this server")
+        if self._state != _HANDSHAKE or self._hs is not None or self._key_queried:
+            raise RemoteProtocolError("key query out of order")
+        self._key_queried = True
+        pub = self.config.static.public
+        self._out.append(RECORD_HEADER.pack(KEY_INFO, len(pub)) + pub)
+
     def _initiation(self, rtype: int, record: memoryview, now: float, events: list[Event]) -> None:
         cfg = self.config
         n = len(record)

@@ -38,12 +38,15 @@ from burrow.proto.securechannel import (
     PeerInfo,
     RateLimiter,
     SecureChannel,
+    key_query_record,
+    parse_key_info,
 )
 
 __all__ = [
     "Channel",
     "ChannelServer",
     "HandshakeLoad",
+    "fetch_server_key",
     "open_channel",
     "start_server",
 ]
@@ -323,6 +326,24 @@ async def open_channel(
     except OSError as exc:
         raise ConnectionLost(f"cannot connect to {host}:{port}: {exc}") from exc
     return proto, payload
+
+
+async def fetch_server_key(host: str, port: int, *, timeout: float = HANDSHAKE_TIMEOUT) -> bytes:
+    """Ask a server for its public key (KEY_QUERY). The answer is *unauthenticated*: use it
+    only for trust on first use, then pin it."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(key_query_record())
+                data = await reader.readexactly(8 + 32)
+            finally:
+                writer.close()
+    except TimeoutError as exc:
+        raise ConnectionLost(f"{host}:{port} did not answer the key query") from exc
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise ConnectionLost(f"key query to {host}:{port} failed: {exc}") from exc
+    return parse_key_info(data)
 
 
 class ChannelServer:

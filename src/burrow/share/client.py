@@ -593,11 +593,27 @@ def _resolve(
     key: str | os.PathLike[str] | KeyPair | None,
     server_key: str | bytes | None,
     known_servers: str | os.PathLike[str] | None,
+    tofu: bool = False,
 ) -> tuple[str, int, str, KeyPair, bytes]:
     host, port, export, _ = parse_url(url)
     pair = resolve_private_key(key)
     hostport = f"{host}:{port}"
-    skey = resolve_server_key(hostport, server_key, known=KnownServers(known_servers))
+    known = KnownServers(known_servers)
+    skey = resolve_server_key(hostport, server_key, known=known)
+    if skey is None and tofu:
+        # Trust on first use, only when asked: learn the key once, pin it, warn loudly.
+        from burrow.share.channel import fetch_server_key
+        from burrow.share.keys import encode_key
+
+        skey = asyncio.run(fetch_server_key(host, port))
+        known.add(hostport, skey)
+        import sys
+
+        print(
+            f"burrow: trusting {hostport} on first use; pinned key {encode_key(skey)} "
+            f"in {known.path}",
+            file=sys.stderr,
+        )
     if skey is None:
         raise UsageError(
             f"no public key for server {hostport}: pass --server-key, set BURROW_SERVER_KEY "
@@ -633,13 +649,15 @@ def connect(
     psk: bytes | None = None,
     retries: int = 3,
     readonly: bool | None = None,
+    tofu: bool = False,
 ) -> ShareFilesystem:
     """Connect to ``burrow://host:port/export``; a ``vfs.Filesystem`` (close it when done).
 
     ``key``: private key file (default ``BURROW_KEY``); ``server_key``: base64 or raw
-    (default ``BURROW_SERVER_KEY``, then the known-servers file).
+    (default ``BURROW_SERVER_KEY``, then the known-servers file). ``tofu=True``: when none
+    of those knows the server, ask it for its key and pin it (trust on first use).
     """
-    host, port, export, pair, skey = _resolve(url, key, server_key, known_servers)
+    host, port, export, pair, skey = _resolve(url, key, server_key, known_servers, tofu)
     client = AsyncShareClient(
         host, port, export, key=pair, server_key=skey, psk=psk, retries=retries
     )
@@ -654,10 +672,13 @@ def open_url(
     writable: bool = False,
     readonly: bool | None = None,
     known_servers: str | os.PathLike[str] | None = None,
+    tofu: bool = False,
 ) -> ShareFilesystem:
     """For the CLI and ``burrow.disk.open_target``: ``burrow://host:port/export[/...]`` as a
     filesystem (read-only unless ``writable``); keys from ``BURROW_KEY`` /
     ``BURROW_SERVER_KEY`` / the known-servers file when not given. The path after the export
     is left to the caller."""
     ro = (not writable) if readonly is None else readonly
-    return connect(url, key=key, server_key=server_key, known_servers=known_servers, readonly=ro)
+    return connect(
+        url, key=key, server_key=server_key, known_servers=known_servers, readonly=ro, tofu=tofu
+    )
