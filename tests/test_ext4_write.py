@@ -587,3 +587,18 @@ def test_large_sparse_file_sets_large_file(tmp_path: Path, fstype: str) -> None:
         assert fs.getattr(f).st_size == (3 << 30) + 8
         assert fs.read(f, 3 << 30, 100) == b"far away"
         assert fs.read(f, 1 << 30, 10) == bytes(10)
+
+
+def test_ext2_is_not_clean_while_open(tmp_path: Path) -> None:
+    img = make_image(tmp_path / "fs.img", "tool-ext2", 16 << 20)
+    dev = RawDevice(img, readonly=False)
+    fs = open_ext4(dev, readonly=False)
+    fs.create(fs.root_ino, "x", 0o644)
+    fs.sync()
+    out = subprocess.run(["dumpe2fs", "-h", str(img)], capture_output=True, text=True).stdout
+    assert "Filesystem state:         not clean" in out
+    fs.close()
+    dev.close()
+    out = subprocess.run(["dumpe2fs", "-h", str(img)], capture_output=True, text=True).stdout
+    assert "Filesystem state:         clean" in out
+    fsck(img)

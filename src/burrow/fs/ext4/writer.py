@@ -149,6 +149,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         self._mounted = False
         self._bytes_written = 0
         self._large_file = False
+        self._closing = False
         self._closed = False
         want = self.sb.s_want_extra_isize or 32
         self._extra_isize = min(want, self.inode_size - 128) if self.inode_size > 128 else 0
@@ -357,6 +358,12 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             sb.s_mnt_count = (sb.s_mnt_count + 1) & 0xFFFF
             sb.s_mtime = now & 0xFFFFFFFF
             sb.s_mtime_hi = (now >> 32) & 0xFF
+        if not self.feature_compat & od.COMPAT_HAS_JOURNAL:
+            # like an ext2 mount: "not clean" while open for writing, clean again at close
+            if self._closing:
+                sb.s_state |= od.EXT4_VALID_FS
+            else:
+                sb.s_state &= ~od.EXT4_VALID_FS
         sb.s_wtime = now & 0xFFFFFFFF
         sb.s_wtime_hi = (now >> 32) & 0xFF
         sb.s_kbytes_written += self._bytes_written >> 10
@@ -1280,6 +1287,9 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             w = self._inodes.get(ino)
             if w is not None and w.mode and w.links == 0:
                 self._release(w)
+        self._closing = True
+        if self._mounted and not self.feature_compat & od.COMPAT_HAS_JOURNAL:
+            self._dirty = True  # rewrite the superblock as cleanly unmounted
         self.sync()
         self._closed = True
         super().close()
