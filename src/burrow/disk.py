@@ -142,6 +142,8 @@ class Disk:
     @property
     def table(self) -> PartitionTable | None:
         """The MBR/GPT partition table, or ``None`` when the disk has none."""
+        if not self._table_read and not self._may_have_table():
+            self._table, self._table_read = None, True
         if not self._table_read:
             try:
                 from burrow.volume import (  # type: ignore[attr-defined,unused-ignore]
@@ -154,6 +156,22 @@ class Disk:
             self._table = read_table(self.block)
             self._table_read = True
         return self._table
+
+    def _may_have_table(self) -> bool:
+        """False when neither an MBR signature (0x55AA at byte 510) nor a GPT header
+        ("EFI PART" at LBA 1 for 512- or 4096-byte sectors) is present: then there is no
+        table and the volume package need not even be imported (``burrow cat`` of a
+        whole-disk filesystem starts faster)."""
+        dev = self.block
+        try:
+            if dev.size >= 512 and dev.pread(2, 510) == b"\x55\xaa":
+                return True
+            for lba1 in (512, 4096):
+                if dev.size >= lba1 + 8 and dev.pread(8, lba1) == b"EFI PART":
+                    return True
+        except BurrowError:
+            return True  # let the real reader report it
+        return False
 
     @property
     def partitions(self) -> list[Partition]:
