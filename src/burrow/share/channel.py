@@ -367,6 +367,7 @@ class ChannelServer:
         limiter: RateLimiter | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         max_connections: int = 1024,
+        max_queued: int = 2 << 20,
         **config: Any,
     ) -> None:
         self.key = key
@@ -379,6 +380,7 @@ class ChannelServer:
         self.limiter = limiter or RateLimiter()
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
+        self.max_queued = max_queued  # per connection: unread messages before reading pauses
         self.config = config
         self.connections: set[Channel] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -401,7 +403,7 @@ class ChannelServer:
         def on_initiation(ch: Channel, ev: InitiationReceived) -> bytes:
             return self.on_hello(ch, ev.payload) if self.on_hello else b""
 
-        ch = Channel(sc, on_initiation=on_initiation)
+        ch = Channel(sc, on_initiation=on_initiation, max_queued=self.max_queued)
         task = loop.create_task(self._run(ch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
