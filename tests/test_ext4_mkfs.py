@@ -345,3 +345,20 @@ def test_cli_from_directory_kernel_view(tmp_path: Path) -> None:
         assert os.lstat(mnt / "null").st_rdev == os.makedev(1, 3)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    "kw", VARIANTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default"
+)
+def test_every_variant_mounts(tmp_path: Path, kw: dict[str, object]) -> None:
+    img = ours(tmp_path / "fs.img", 48 << 20, **kw)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+    try:
+        assert sorted(os.listdir(mnt)) == ["lost+found"]
+        (mnt / "probe").write_bytes(b"p" * 10000)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    fsck(img)

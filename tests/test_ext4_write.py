@@ -602,3 +602,30 @@ def test_ext2_is_not_clean_while_open(tmp_path: Path) -> None:
     out = subprocess.run(["dumpe2fs", "-h", str(img)], capture_output=True, text=True).stdout
     assert "Filesystem state:         clean" in out
     fsck(img)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("BURROW_SOAK"), reason="soak: make soak (BURROW_SOAK=1)")
+def test_100k_entry_directory(tmp_path: Path) -> None:
+    """100k names in one directory: e2fsck-clean, indexed, and lookups through the index stay
+    fast (a linear scan of this directory would take far longer than the bound below)."""
+    import time
+
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(256 << 20)
+    with RawDevice(img, readonly=False) as dev:
+        from burrow.fs.ext4.mkfs import mkfs
+
+        mkfs(dev, inode_ratio=2048)
+    with writable(img) as fs:
+        d = fs.mkdir(fs.root_ino, "d", 0o755)
+        for i in range(100_000):
+            fs.create(d, f"file-{i:06d}", 0o644)
+    fsck(img)
+    with readable(img) as fs:
+        d = fs.lookup(fs.root_ino, "d")
+        t0 = time.perf_counter()
+        for i in range(0, 100_000, 100):
+            fs.lookup(d, f"file-{i:06d}")
+        assert (time.perf_counter() - t0) / 1000 < 0.005
