@@ -4,7 +4,8 @@ Shape (why it is fast and safe):
 
 * Opening reads the superblock only (plus the journal when it needs recovery). Group
   descriptors, inode table blocks and directory blocks are read on demand through one bounded
-  LRU block cache (``_block``); parsed inodes go through a second LRU (``_inode_cache``).
+  LRU block cache (``_block``); decoded inodes go through a bounded first-in-first-out cache
+  (``_inode_cache``: a hit costs one dict lookup, which matters when walking large trees).
 * File data is mapped once per inode into a sorted list of runs (``_runs``: logical block,
   length, physical block or -1 for a hole/uninitialised extent) and ``read`` issues one
   ``preadinto`` per run into one preallocated buffer — no loop per block.
