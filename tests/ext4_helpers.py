@@ -255,6 +255,26 @@ def kernel_snapshot(mnt: Path) -> dict[bytes, dict[str, Any]]:
     return out
 
 
+def kernel_birthtimes(mnt: Path) -> dict[bytes, int | None]:
+    """statx birth times (``stat %W``, nanoseconds; None where the kernel has none)."""
+    proc = subprocess.run(
+        "find . -mindepth 1 -print0 | xargs -0 stat --printf '%.9W\\t%n\\0'",
+        shell=True,
+        cwd=mnt,
+        check=True,
+        capture_output=True,
+    )
+    out: dict[bytes, int | None] = {}
+    for rec in proc.stdout.split(b"\0"):
+        if not rec:
+            continue
+        when, name = rec.split(b"\t", 1)
+        secs, _, frac = when.partition(b".")
+        ns = int(secs) * 1_000_000_000 + (int(frac) if not secs.startswith(b"-") else -int(frac))
+        out[name.removeprefix(b"./")] = ns or None
+    return out
+
+
 def burrow_snapshot(fs: vfs.Filesystem) -> dict[bytes, dict[str, Any]]:
     out: dict[bytes, dict[str, Any]] = {}
     stack: list[tuple[int, bytes]] = [(fs.root_ino, b"")]

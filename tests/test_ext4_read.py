@@ -32,6 +32,7 @@ from ext4_helpers import (
     burrow_snapshot,
     debugfs,
     debugfs_ls,
+    kernel_birthtimes,
     kernel_snapshot,
     loop_mount,
     make_source_tree,
@@ -100,8 +101,17 @@ def test_tree_equals_kernel_view(images: dict[str, Path], variant: str) -> None:
         mine = burrow_snapshot(fs)
     with loop_mount(image) as mnt:
         theirs = kernel_snapshot(mnt)
+        births = kernel_birthtimes(mnt)
     assert len(theirs) > (5000 if variant in BIG_DIR_VARIANTS else 300)
     assert _diff(mine, theirs) == []
+    with _open(image) as fs:
+        mine_births = {}
+        for path in births:
+            ino = fs.root_ino
+            for part in path.split(b"/"):
+                ino = fs.lookup(ino, os.fsdecode(part))
+            mine_births[path] = fs.getattr(ino).st_birthtime_ns
+    assert mine_births == births
     assert os.stat(image).st_mtime_ns == before  # nothing written
 
 
