@@ -702,3 +702,14 @@ def test_revision_0_without_filetype_equals_kernel(tmp_path: Path) -> None:
         mine = burrow_snapshot(fs)
     with loop_mount(image) as mnt:
         assert _diff(mine, kernel_snapshot(mnt)) == []
+
+
+def test_writable_open_without_writer_is_unsupported(
+    images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "burrow.fs.ext4.writer", None)  # import fails
+    with pytest.raises(Unsupported) as exc:
+        open_ext4(MemoryDevice(1 << 20), readonly=False)
+    assert exc.value.feature == "ext4 write"
