@@ -704,9 +704,7 @@ def test_revision_0_without_filetype_equals_kernel(tmp_path: Path) -> None:
         assert _diff(mine, kernel_snapshot(mnt)) == []
 
 
-def test_writable_open_without_writer_is_unsupported(
-    images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_writable_open_without_writer_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "burrow.fs.ext4.writer", None)  # import fails
