@@ -8,6 +8,7 @@ escape.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ def _workdir() -> str:
     if _DIR is None:
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         _DIR = tempfile.mkdtemp(prefix="burrow-fuzz-qcow2-", dir=base)
+        atexit.register(shutil.rmtree, _DIR, True)
     return _DIR
 
 

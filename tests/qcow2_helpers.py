@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,20 @@ def info(img: Path) -> dict[str, object]:
 
 def pattern(seed: int, n: int) -> bytes:
     return bytes((seed + i * 13) & 0xFF for i in range(min(n, 253))) * (n // 253 + 1)
+
+
+def fast_tmp_dir() -> Iterator[Path]:
+    """A scratch directory on tmpfs when there is one.
+
+    The engines fsync on every flush, as they must; on a real disk that makes the
+    hypothesis workloads wait on the disk for most of their run time, while durability of
+    throw-away test files is not what these tests check (crash behaviour is tested by
+    stopping writes, not by power loss).
+    """
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix="burrow-test-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

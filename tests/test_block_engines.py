@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,13 @@ from burrow.block.qcow2 import create_qcow2
 from burrow.block.raw import RawDevice
 from burrow.block.slice import SliceDevice
 from burrow.errors import InvalidArgument, ReadOnly
+from qcow2_helpers import fast_tmp_dir
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Overrides pytest's tmp_path with a tmpfs directory (see qcow2_helpers.fast_tmp_dir)."""
+    yield from fast_tmp_dir()
 
 
 def _raw(tmp: Path) -> BlockDevice:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,14 @@ from burrow.block.overlay import OverlayDevice, journal_path_for, recover
 from burrow.block.qcow2 import create_qcow2
 from burrow.block.raw import RawDevice
 from burrow.errors import IOFailure, ReadOnly, UsageError
+from qcow2_helpers import fast_tmp_dir
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Overrides pytest's tmp_path with a tmpfs directory (see qcow2_helpers.fast_tmp_dir)."""
+    yield from fast_tmp_dir()
+
 
 SIZE = 1 << 20
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,14 @@ from burrow import block
 from burrow.block.qcow2 import Qcow2Device, create_qcow2, open_qcow2
 from burrow.errors import ReadOnly, Unsupported, UsageError
 from images import qemu_img
-from qcow2_helpers import check_clean, compare_with, info, pattern, qemu_io
+from qcow2_helpers import check_clean, compare_with, fast_tmp_dir, info, pattern, qemu_io
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Overrides pytest's tmp_path with a tmpfs directory (see qcow2_helpers.fast_tmp_dir)."""
+    yield from fast_tmp_dir()
+
 
 pytestmark = pytest.mark.tool("qemu-img", "qemu-io")
 
@@ -52,8 +60,12 @@ def test_conformance_own_images(
 
 
 @pytest.fixture(scope="module")
-def backing_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("backing")
+def backing_files() -> Iterator[dict[str, Path]]:
+    for d in fast_tmp_dir():
+        yield _make_backing_files(d)
+
+
+def _make_backing_files(d: Path) -> dict[str, Path]:
     raw = d / "base.raw"
     data = bytearray(random.Random(7).randbytes(SIZE))
     data[300_000:500_000] = bytes(200_000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import struct
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,14 @@ from burrow.errors import BurrowError, CorruptImage
 from fuzz import fuzz_qcow2
 from fuzz.common import mutate
 from images import qemu_img
-from qcow2_helpers import qemu_io
+from qcow2_helpers import fast_tmp_dir, qemu_io
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Overrides pytest's tmp_path with a tmpfs directory (see qcow2_helpers.fast_tmp_dir)."""
+    yield from fast_tmp_dir()
+
 
 pytestmark = pytest.mark.tool("qemu-img", "qemu-io")
 

@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,14 @@ from blockconformance import SIZE, ops_strategy, run_workload
 from burrow import block
 from burrow.block.qcow2 import create_qcow2, hostfile, open_qcow2
 from images import qemu_img
-from qcow2_helpers import check_clean, compare_with, pattern, qemu_io
+from qcow2_helpers import check_clean, compare_with, fast_tmp_dir, pattern, qemu_io
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Overrides pytest's tmp_path with a tmpfs directory (see qcow2_helpers.fast_tmp_dir)."""
+    yield from fast_tmp_dir()
+
 
 pytestmark = pytest.mark.tool("qemu-img", "qemu-io")
 
@@ -31,9 +39,13 @@ TOP_OPTIONS = {
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def chain() -> Iterator[Path]:
     """raw <- qcow2 (qemu-made, with data and zeros): the lower part of a chain."""
-    d = tmp_path_factory.mktemp("chain")
+    for d in fast_tmp_dir():
+        yield _make_chain(d)
+
+
+def _make_chain(d: Path) -> Path:
     raw = d / "base.raw"
     raw.write_bytes(random.Random(2).randbytes(SIZE))
     mid = d / "mid.qcow2"
