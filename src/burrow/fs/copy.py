@@ -89,6 +89,11 @@ def host_stat(st: os.stat_result) -> Stat:
     )  # fmt: skip
 
 
+def _join(directory: str, name: str) -> str:
+    """``os.path.join`` for a name without slashes, without its generality (hot path)."""
+    return directory + name if directory.endswith("/") else directory + "/" + name
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -218,21 +223,21 @@ class _HostSink:
         return path
 
     def lookup(self, dirh: Any, name: str) -> tuple[Any, Stat] | None:
-        path = os.path.join(dirh, name)
+        path = _join(dirh, name)
         try:
             return path, host_stat(os.lstat(path))
         except FileNotFoundError:
             return None
 
     def mkdir(self, dirh: Any, name: str, mode: int, uid: int | None, gid: int | None) -> Any:
-        path = os.path.join(dirh, name)
+        path = _join(dirh, name)
         os.mkdir(path, 0o700)  # final mode set after the contents
         return path
 
     def create(
         self, dirh: Any, name: str, mode: int, uid: int | None, gid: int | None, exists: bool
     ) -> Any:
-        return os.path.join(dirh, name)
+        return _join(dirh, name)
 
     def write_file(self, handle: Any, chunks: Iterator[bytes], size: int, mode: int) -> int:
         """Write the data; the descriptor stays open for ``set_attrs`` (fchown, fchmod,
@@ -264,19 +269,19 @@ class _HostSink:
             os.close(fd)
 
     def symlink(self, dirh: Any, name: str, target: str, uid: int | None, gid: int | None) -> Any:
-        path = os.path.join(dirh, name)
+        path = _join(dirh, name)
         os.symlink(target, path)
         return path
 
     def link(self, first: Any, dirh: Any, name: str) -> Any:
-        path = os.path.join(dirh, name)
+        path = _join(dirh, name)
         os.link(first, path, follow_symlinks=False)
         return path
 
     def mknod(
         self, dirh: Any, name: str, mode: int, rdev: int, uid: int | None, gid: int | None
     ) -> Any:
-        path = os.path.join(dirh, name)
+        path = _join(dirh, name)
         if _stat.S_ISFIFO(mode):
             os.mkfifo(path, _stat.S_IMODE(mode))
         else:
@@ -284,7 +289,7 @@ class _HostSink:
         return path
 
     def remove(self, dirh: Any, name: str) -> None:
-        os.unlink(os.path.join(dirh, name))
+        os.unlink(_join(dirh, name))
 
     def set_attrs(
         self,
@@ -470,6 +475,7 @@ class _Copier:
         # so a repeat means a loop in a corrupt image and must not be followed forever
         self.dirs_seen: set[tuple[int, int]] = set()
         self.dir_attrs: list[tuple[Any, Stat, bool, Any]] = []
+        self.fresh: set[Any] = set()  # destination directories made by this copy
 
     def finish(self) -> None:
         """Set directory attributes at the end, deepest first, so creating entries can no
@@ -541,7 +547,8 @@ class _Copier:
         self, sh: Any, st: Stat, dirh: Any, name: str
     ) -> tuple[Any, bool, list[tuple[str, Any, Stat]]] | None:
         kind = _stat.S_IFMT(st.st_mode)
-        existing = self.dst.lookup(dirh, name)
+        # inside a directory this run created, nothing can exist yet: skip the lookup
+        existing = None if dirh in self.fresh else self.dst.lookup(dirh, name)
         if kind == _stat.S_IFDIR:
             if not self.opts.recursive:
                 raise IsADirectory(
@@ -559,6 +566,7 @@ class _Copier:
             else:
                 uid, gid = self.ids(st)
                 handle = self.dst.mkdir(dirh, name, self.mode_for(st) | 0o700, uid, gid)
+                self.fresh.add(handle)
                 new = True
                 self.stats.dirs += 1
             self.enter_dir(sh, st)
