@@ -269,11 +269,23 @@ def encode_error(op: int, call_id: int, errno_value: int, message: str = "") -> 
 
 
 class _Reader:
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "pos", "view")
 
-    def __init__(self, data: bytes | memoryview, pos: int) -> None:
+    def __init__(self, data: bytes | memoryview, pos: int, *, zero_copy: bool = False) -> None:
         self.data = data
         self.pos = pos
+        self.view = memoryview(data) if zero_copy else None
+
+    def blob(self, n: int) -> bytes | memoryview:
+        """File data: a slice of the message without copying when ``zero_copy``."""
+        if self.view is None:
+            return self.take(n)
+        end = self.pos + n
+        if end > len(self.data):
+            raise RemoteProtocolError("truncated share message")
+        out = self.view[self.pos : end]
+        self.pos = end
+        return out
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
@@ -311,7 +323,7 @@ def _decode_fields(r: _Reader, types: str) -> tuple[Any, ...]:
             (n,) = r.unpack(_U32)
             if n > MAX_CHUNK:
                 raise RemoteProtocolError(f"blob of {n} bytes exceeds {MAX_CHUNK}")
-            out.append(r.take(n))
+            out.append(r.blob(n))
         elif code == "I":
             out.append(r.unpack(_U32)[0])
         elif code == "Q":
@@ -342,8 +354,13 @@ def _decode_fields(r: _Reader, types: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def decode_frame(data: bytes | memoryview, *, expect: Kind | None = None) -> Frame:
-    """Parse one frame. ``expect=Kind.REQUEST`` on the server refuses replies and vice versa."""
+def decode_frame(
+    data: bytes | memoryview, *, expect: Kind | None = None, zero_copy: bool = False
+) -> Frame:
+    """Parse one frame. ``expect=Kind.REQUEST`` on the server refuses replies and vice versa.
+
+    ``zero_copy``: blob fields (file data) are memoryview slices of ``data`` instead of
+    copies — for bulk paths that only pass the data on."""
     if len(data) > MAX_MESSAGE:
         raise RemoteProtocolError("share message too large")
     if len(data) < FRAME.size:
@@ -357,7 +374,7 @@ def decode_frame(data: bytes | memoryview, *, expect: Kind | None = None) -> Fra
         raise RemoteProtocolError(f"unexpected message kind {kind.name}")
     if flags:
         raise RemoteProtocolError("unknown flags set")
-    r = _Reader(data, FRAME.size)
+    r = _Reader(data, FRAME.size, zero_copy=zero_copy)
     if kind == Kind.ERROR:
         (code,) = r.unpack(_U32)
         message = r.string(MAX_TEXT)

@@ -149,7 +149,7 @@ class AsyncShareClient:
         try:
             while True:
                 data = await ch.recv()
-                frame = sp.decode_frame(data, expect=Kind.REPLY)
+                frame = sp.decode_frame(data, expect=Kind.REPLY, zero_copy=True)
                 fut = self._pending.pop(frame.call_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(frame)
@@ -425,7 +425,7 @@ class AsyncShareClient:
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         (value,) = await self.call(Op.GETXATTR, self._h(ino), name)
-        return bytes(value)
+        return bytes(value)  # a copy: the reply buffer is not kept
 
     async def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
         await self.call(Op.SETXATTR, self._h(ino), name, value, flags)

@@ -375,7 +375,7 @@ class ShareServer:
         export = conn.export
         assert export is not None and export.link is not None
         try:
-            frame = sp.decode_frame(data, expect=Kind.REQUEST)
+            frame = sp.decode_frame(data, expect=Kind.REQUEST, zero_copy=True)  # validate only
         except RemoteProtocolError as exc:
             audit.warning("malformed-call peer=%s reason=%s", conn.peer.name, exc)
             ch.abort()  # a client that sends garbage gets no second chance

@@ -170,7 +170,7 @@ class WorkerServer:
 
     def _one(self, data: bytes) -> None:
         try:
-            frame = sp.decode_frame(data, expect=Kind.REQUEST)
+            frame = sp.decode_frame(data, expect=Kind.REQUEST, zero_copy=True)
         except RemoteProtocolError:
             return  # the network process sent garbage: nothing sensible to answer
         try:
@@ -238,7 +238,7 @@ class WorkerServer:
         if op == Op.GETXATTR:
             return sp.encode_reply(op, cid, fs.getxattr(_ino(f[0]), f[1]))
         if op == Op.SETXATTR:
-            fs.setxattr(_ino(f[0]), f[1], f[2], f[3])
+            fs.setxattr(_ino(f[0]), f[1], bytes(f[2]), f[3])
             return sp.encode_reply(op, cid)
         if op == Op.REMOVEXATTR:
             fs.removexattr(_ino(f[0]), f[1])
