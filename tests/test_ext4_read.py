@@ -21,7 +21,14 @@ import pytest
 
 from burrow.block.memory import MemoryDevice
 from burrow.block.raw import RawDevice
-from burrow.errors import BurrowError, CorruptImage, NotFound, ReadOnly, Unsupported
+from burrow.errors import (
+    BurrowError,
+    CorruptImage,
+    NameTooLong,
+    NotFound,
+    ReadOnly,
+    Unsupported,
+)
 from burrow.fs.ext4 import open_ext4, probe
 from burrow.fs.ext4.filesystem import Ext4Filesystem
 from ext4_helpers import (
@@ -237,6 +244,8 @@ def test_htree_lookup_every_name(images: dict[str, Path], variant: str, hash_ver
         for missing in ("entry-00001-", "entry-99999", "x" * 255):
             with pytest.raises(NotFound):
                 fs.lookup(d, missing)
+        with pytest.raises(NameTooLong):
+            fs.lookup(d, "x" * 256)
         assert fs.lookup(d, "..") == fs.root_ino
         assert fs.lookup(d, ".") == d
         # O(log n): a cold lookup reads the root, one block per index level and the leaf

@@ -44,6 +44,7 @@ from burrow.block.device import BlockDevice
 from burrow.errors import (
     CorruptImage,
     IsADirectory,
+    NameTooLong,
     NotADirectory,
     NotFound,
     Unsupported,
@@ -1053,7 +1054,9 @@ class Ext4Filesystem(vfs.Filesystem):
             return parent
         if name == "..":
             return self._parent_of(node)
-        if not raw or len(raw) > od.EXT4_NAME_LEN or b"/" in raw:
+        if len(raw) > od.EXT4_NAME_LEN:
+            raise NameTooLong(f"name longer than {od.EXT4_NAME_LEN} bytes", path=name)
+        if not raw or b"/" in raw or b"\0" in raw:
             raise NotFound(name)
         if node.flags & od.EXT4_CASEFOLD_FL and self.has_casefold:
             want = _casefold(raw)
