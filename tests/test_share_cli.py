@@ -84,6 +84,21 @@ def test_serve_cli(tmp_path: Path, as_nobody: bool) -> None:
         ) as pfs:
             assert pfs.read_text("/hello.txt") == "hello from the server\n"
             assert pfs.readonly
+
+            # privilege separation: the network process holds no descriptor of the export;
+            # the worker does
+            def fds(pid: int) -> list[str]:
+                out = []
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    try:
+                        out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                    except OSError:
+                        pass
+                return out
+
+            assert not [f for f in fds(proc.pid) if f.startswith(str(export))]
+            worker_fds = [f for w in _children(proc.pid) for f in fds(w)]
+            assert any(f.startswith(str(export)) for f in worker_fds)
         if as_nobody:
             workers = _children(proc.pid)
             assert workers
