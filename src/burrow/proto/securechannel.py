@@ -474,33 +474,71 @@ class SecureChannel:
             raise self._fail(ConnectionLost("stream ended without a close record"))
         if self._state == _CLOSED:
             raise self._fail(RemoteProtocolError("data after the close record"))
-        buf = self._inbuf
-        buf += data
-        pos = 0
         try:
-            while len(buf) - pos >= HEADER_LEN:
-                rtype, length = RECORD_HEADER.unpack_from(buf, pos)
-                if buf[pos + 1 : pos + 4] != b"\x00\x00\x00":
-                    raise RemoteProtocolError("reserved header bytes are not zero")
-                self._check_length(rtype, length)
-                end = pos + HEADER_LEN + length
-                if len(buf) < end:
-                    break
-                with memoryview(buf) as view:
-                    record = view[pos:end]
-                    try:
-                        self._record(rtype, record, now, events)
-                    finally:
-                        record.release()
-                pos = end
+            with memoryview(data) as view:
+                off = 0
+                if self._inbuf:
+                    # Complete the one record split across reads, copying only its tail.
+                    off = self._complete_pending(view, now, events)
+                    if off < 0:
+                        return events
                 if self._state == _CLOSED:
-                    if pos != len(buf):
+                    if off != len(view):
                         raise RemoteProtocolError("data after the close record")
-                    break
+                    return events
+                # Whole records straight from the caller's buffer: no copy into ours.
+                off += self._consume(view[off:], now, events)
+                if off < len(view):
+                    self._inbuf = bytearray(view[off:])
         except (RemoteProtocolError, LocalProtocolError) as exc:
             raise self._fail(exc) from None
-        del buf[:pos]
         return events
+
+    def _header(self, buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
+        rtype, length = RECORD_HEADER.unpack_from(buf, pos)
+        if buf[pos + 1 : pos + 4] != b"\x00\x00\x00":
+            raise RemoteProtocolError("reserved header bytes are not zero")
+        self._check_length(rtype, length)
+        return rtype, length
+
+    def _complete_pending(self, view: memoryview, now: float, events: list[Event]) -> int:
+        """Add to the buffered partial record from ``view``; returns how much of ``view`` was
+        used, or -1 when the record is still incomplete (everything was buffered)."""
+        buf = self._inbuf
+        off = 0
+        if len(buf) < HEADER_LEN:
+            off = min(HEADER_LEN - len(buf), len(view))
+            buf += view[:off]
+            if len(buf) < HEADER_LEN:
+                return -1
+        rtype, length = self._header(buf, 0)
+        take = min(HEADER_LEN + length - len(buf), len(view) - off)
+        buf += view[off : off + take]
+        off += take
+        if len(buf) < HEADER_LEN + length:
+            return -1
+        self._inbuf = bytearray()
+        with memoryview(buf) as record:
+            self._record(rtype, record, now, events)
+        return off
+
+    def _consume(self, view: memoryview, now: float, events: list[Event]) -> int:
+        """Process every complete record at the start of ``view``; returns bytes used."""
+        pos = 0
+        n = len(view)
+        while n - pos >= HEADER_LEN:
+            rtype, length = self._header(view, pos)
+            end = pos + HEADER_LEN + length
+            if n < end:
+                break
+            with view[pos:end] as record:
+                self._record(rtype, record, now, events)
+            pos = end
+            if self._state == _CLOSED:
+                if pos != n:
+                    raise RemoteProtocolError("data after the close record")
+                break
+        return pos
 
     def _check_length(self, rtype: int, length: int) -> None:
         if rtype in (INITIATION_IK, INITIATION_IKPSK2):
