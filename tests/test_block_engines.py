@@ -132,7 +132,7 @@ FACTORIES = {
 
 @pytest.mark.parametrize("engine", sorted(FACTORIES))
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=ops_strategy())
 def test_conformance(engine: str, tmp_path: Path, ops: list[tuple[str, int, int, int]]) -> None:

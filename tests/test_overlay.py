@@ -55,7 +55,7 @@ def _change(ov: OverlayDevice, seed: int = 0) -> None:
 
 @pytest.mark.parametrize("side", [False, True])
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=ops_strategy())
 def test_commit_applies_exactly_the_model(

@@ -34,7 +34,7 @@ def tmp_path() -> Iterator[Path]:
 pytestmark = pytest.mark.tool("qemu-img", "qemu-io")
 
 SETTINGS = settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
@@ -157,7 +157,7 @@ def test_qemu_variants_read(variant: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @settings(
-    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=ops_strategy())
 def test_qemu_variants_write(
@@ -471,7 +471,7 @@ def test_zero_and_discard_use_metadata(tmp_path: Path) -> None:
     img = tmp_path / "z.qcow2"
     with create_qcow2(img, 8 << 20, cluster_size=65536) as dev:
         dev.pwrite(b"\xff" * (4 << 20), 0)
-        dev.write_zeroes(1 << 20, 1 << 20)
+        dev.write_zeroes(1 << 20, 1 << 20, may_unmap=True)
         dev.discard(1 << 20, 2 << 20)
         dev.flush()
         assert dev.pread(1 << 20, 1 << 20) == bytes(1 << 20)

@@ -57,7 +57,7 @@ def _make_chain(d: Path) -> Path:
 
 @pytest.mark.parametrize("variant", sorted(TOP_OPTIONS))
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=ops_strategy())
 def test_qemu_made_top_over_chain(
@@ -359,3 +359,32 @@ def test_dirty_lazy_refcount_images_are_repaired(variant: str, tmp_path: Path) -
         model = run_workload(dev, ops, model)
     check_clean(img)
     compare_with(img, model, tmp_path)
+
+
+@pytest.mark.parametrize("options", ["compat=1.1", "compat=0.10", "extended_l2=on"])
+def test_write_zeroes_keeps_or_frees_allocation(options: str, tmp_path: Path) -> None:
+    """NBD's NO_HOLE: write_zeroes without may_unmap keeps the clusters allocated (zero flag
+    or zero subclusters on the same host cluster); with may_unmap they are freed."""
+    from burrow.block.device import ExtentFlags
+
+    img = tmp_path / "nohole.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"{options},cluster_size=65536", img, "4M")
+    with open_qcow2(str(img), readonly=False) as dev:
+        dev.pwrite(b"\x55" * (2 << 20), 0)
+        dev.write_zeroes(256 << 10, 256 << 10, may_unmap=False)
+        dev.write_zeroes(256 << 10, 1 << 20, may_unmap=True)
+        assert dev.pread(256 << 10, 256 << 10) == bytes(256 << 10)
+        kept = [e for e in dev.extents(256 << 10, 256 << 10)]
+        freed = [e for e in dev.extents(256 << 10, 1 << 20)]
+    if options != "compat=0.10":  # v2 has no zero flag: zeros are written as data
+        assert all(e.flags == ExtentFlags.ZERO for e in kept), kept
+    assert all(e.flags == ExtentFlags.HOLE | ExtentFlags.ZERO for e in freed), freed
+    check_clean(img)
+    entries = _map(img)
+
+    def at(off: int) -> dict[str, object]:
+        return next(e for e in entries if e["start"] <= off < e["start"] + e["length"])  # type: ignore[operator]
+
+    assert "offset" in at(300 << 10), at(300 << 10)  # still allocated in the file
+    assert "offset" not in at((1 << 20) + 4096), at((1 << 20) + 4096)
+    qemu_io(img, "read -P 0 256k 256k", "read -P 0 1M 256k", "read -P 0x55 0 256k")

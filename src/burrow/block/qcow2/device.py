@@ -58,7 +58,7 @@ COMPRESSED_CACHE = 8
 SMALL_READ = 65536  # requests up to this size are served entirely under the lock
 _ZEROS = bytes(1 << 21)  # one largest cluster
 # Run kinds produced by the mapper.
-DATA, ZERO, BACKING, COMPRESSED = 0, 1, 2, 3
+DATA, ZERO, BACKING, COMPRESSED, ZERO_ALLOC = 0, 1, 2, 3, 4  # ZERO_ALLOC: zeros, space kept
 
 
 class Run(NamedTuple):
@@ -333,7 +333,7 @@ class Qcow2Device(BlockDevice):
                     else:
                         host = e & OFFSET_MASK
                         if e & OFLAG_ZERO:
-                            pieces = [(ZERO, 0, take, 0)]
+                            pieces = [(ZERO_ALLOC if host else ZERO, 0, take, 0)]
                         elif host:
                             pieces = [(DATA, 0, take, self._data_host(tbl, l2i, host) + within)]
                         else:
@@ -373,8 +373,9 @@ class Qcow2Device(BlockDevice):
             raise self._bad_entry(tbl, l2i, "allocated subclusters in an unallocated cluster")
         if alloc == L2_BITMAP_ALLOC:
             return [(DATA, 0, take, host + within)]
+        zkind = ZERO_ALLOC if host else ZERO
         if zero == 0xFFFFFFFF:
-            return [(ZERO, 0, take, 0)]
+            return [(zkind, 0, take, 0)]
         if not alloc and not zero:
             return [(BACKING, 0, take, 0)]
         sub = self._sub
@@ -387,7 +388,7 @@ class Qcow2Device(BlockDevice):
             if alloc & bit:
                 out.append((DATA, pos - within, length, host + pos))
             elif zero & bit:
-                out.append((ZERO, pos - within, length, 0))
+                out.append((zkind, pos - within, length, 0))
             else:
                 out.append((BACKING, pos - within, length, 0))
             pos += length
@@ -431,7 +432,7 @@ class Qcow2Device(BlockDevice):
             if kind == DATA:
                 f.readinto(dst, host)
                 self._stats["data_syscalls"] += 1
-            elif kind == ZERO:
+            elif kind in (ZERO, ZERO_ALLOC):
                 _zero_fill(dst)
             elif kind == BACKING:
                 self._read_backing(dst, goff)
@@ -496,6 +497,8 @@ class Qcow2Device(BlockDevice):
             yield Extent(run.offset, run.length, ExtentFlags.DATA)
         elif run.kind == ZERO:
             yield Extent(run.offset, run.length, ExtentFlags.HOLE | ExtentFlags.ZERO)
+        elif run.kind == ZERO_ALLOC:  # allocated, reads as zeros (NBD: zero, not a hole)
+            yield Extent(run.offset, run.length, ExtentFlags.ZERO)
         else:
             back = self.backing
             have = 0 if back is None else max(0, min(run.length, back.size - run.offset))
@@ -637,12 +640,14 @@ class Qcow2Device(BlockDevice):
 
     # -- zeroing and discard ------------------------------------------------------------------
     def _write_zeroes(self, n: int, offset: int, may_unmap: bool) -> None:
-        self._zero_range(n, offset, discard=False)
+        self._zero_range(n, offset, discard=False, keep=not may_unmap)
 
     def _discard(self, n: int, offset: int) -> None:
-        self._zero_range(n, offset, discard=True)
+        self._zero_range(n, offset, discard=True, keep=False)
 
-    def _zero_range(self, n: int, offset: int, *, discard: bool) -> None:
+    def _zero_range(self, n: int, offset: int, *, discard: bool, keep: bool) -> None:
+        """Zero (or discard) a range. ``keep``: allocated clusters stay allocated (zero flag
+        or zero subcluster bits with the host cluster kept), as NBD's NO_HOLE asks."""
         with self._lock:
             cs, cb = self._cs, self._cb
             pos, end = offset, offset + n
@@ -651,7 +656,7 @@ class Qcow2Device(BlockDevice):
                 take = min(cs - within, end - pos)
                 gcl = pos >> cb
                 if take == cs:
-                    if not self._zero_cluster(gcl, discard):
+                    if not (keep and self._zero_keep(gcl)) and not self._zero_cluster(gcl, discard):
                         self._write_zero_data(pos, take)
                 elif self._ext:
                     self._zero_subclusters(gcl, within, take, discard)
@@ -666,6 +671,29 @@ class Qcow2Device(BlockDevice):
     def _pwrite_locked(self, data: memoryview, offset: int) -> None:
         # Called with the lock held: the RLock lets the public write path re-enter.
         self._pwrite(data, offset, False)
+
+    def _zero_keep(self, gcl: int) -> bool:
+        """Zero an exclusively owned, allocated cluster in place through metadata."""
+        l1i, l2i = divmod(gcl, self._l2_entries)
+        tbl = self._l2_read(l1i)
+        if tbl is None:
+            return False
+        esize = 2 if self._ext else 1
+        e = tbl.entries[esize * l2i]
+        host = e & OFFSET_MASK
+        if not host or e & OFLAG_COMPRESSED or not (e & OFLAG_COPIED and self._exclusive(host)):
+            return False
+        if self.hdr.version < 3:  # no zero flag in v2: zeros written in place
+            self._write_zero_data(gcl << self._cb, self._cs)
+            return True
+        self._check_in_place(tbl, l2i, host)
+        tbl = self._l2_write(l1i)  # (copies a shared table; the entry stays the same)
+        if self._ext:
+            tbl.entries[2 * l2i + 1] = L2_BITMAP_ZERO_ALL
+        else:
+            tbl.entries[l2i] = host | OFLAG_COPIED | OFLAG_ZERO
+        tbl.dirty = True
+        return True
 
     def _zero_cluster(self, gcl: int, discard: bool) -> bool:
         """Make a whole cluster read as zeros through metadata; False when it cannot."""
