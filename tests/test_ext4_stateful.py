@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from burrow.errors import BurrowError
 from burrow.fs import vfs
+from burrow.fs.ext4 import writer
 from ext4_write_helpers import VARIANTS, dump, fsck, make_image, readable, resolve, writable
 
 pytestmark = pytest.mark.tool("mkfs.ext4", "e2fsck")
@@ -31,11 +32,19 @@ XNAMES = st.sampled_from(["user.a", "user.b", "trusted.t", "security.s", "user."
 XVALS = st.binary(max_size=200) | st.sampled_from([b"V" * 700])
 
 
+_LIMITS = ("MAX_DIRTY_INODES", "MAX_CACHED_BLOCKS", "MAX_WINODES", "MAX_WDIRS")
+
+
 class Ext4Machine(RuleBasedStateMachine):
     variant = "ours-ext4"
+    tiny_memory = False  # flush and forget state between operations all the time
 
     def __init__(self) -> None:
         super().__init__()
+        self.saved = {k: getattr(writer, k) for k in _LIMITS}
+        if self.tiny_memory:
+            for k, v in zip(_LIMITS, (3, 6, 2, 1), strict=True):
+                setattr(writer, k, v)
         self.tmp = Path(tempfile.mkdtemp(prefix="burrow-ext4-sm-"))
         self.img = make_image(self.tmp / "fs.img", self.variant, 24 << 20)
         self.cm = writable(self.img)
@@ -334,12 +343,14 @@ class Ext4Machine(RuleBasedStateMachine):
             with readable(self.img) as fs:
                 assert dump(fs) == self._expected()
         finally:
+            for k, v in self.saved.items():
+                setattr(writer, k, v)
             self.img.unlink(missing_ok=True)
             self.tmp.rmdir()
 
 
-def _machine(variant: str, examples: int, steps: int) -> Any:
-    cls = type(f"M_{variant}", (Ext4Machine,), {"variant": variant})
+def _machine(variant: str, examples: int, steps: int, tiny: bool = False) -> Any:
+    cls = type(f"M_{variant}", (Ext4Machine,), {"variant": variant, "tiny_memory": tiny})
     cls.TestCase.settings = settings(
         max_examples=examples,
         stateful_step_count=steps,
@@ -356,6 +367,8 @@ TestToolExt2 = _machine("tool-ext2", 3, 20)
 TestToolNoCsum = _machine("tool-nocsum", 3, 20)
 TestOurs4k = _machine("ours-ext4-4k", 3, 20)
 TestToolInline = _machine("tool-inline", 3, 20)
+TestTinyMemory = _machine("tool-ext4", 4, 25, tiny=True)
+TestTinyMemoryExt3 = _machine("ours-ext3", 3, 20, tiny=True)
 
 assert set(VARIANTS) >= {"ours-ext4", "tool-ext4"}
 
@@ -367,3 +380,4 @@ def test_soak(variant: str) -> None:
     """Longer runs of every variant (``make soak``)."""
     tc = _machine(variant, 30, 60)
     tc("runTest").runTest()
+    _machine(variant, 15, 60, tiny=True)("runTest").runTest()

@@ -629,3 +629,28 @@ def test_100k_entry_directory(tmp_path: Path) -> None:
         for i in range(0, 100_000, 100):
             fs.lookup(d, f"file-{i:06d}")
         assert (time.perf_counter() - t0) / 1000 < 0.005
+
+
+def test_tiny_memory_limits_flush_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the in-memory limits tiny, state is packed, written below and forgotten between
+    operations all the time; the result must be the same."""
+    from burrow.fs.ext4 import writer
+
+    monkeypatch.setattr(writer, "MAX_DIRTY_INODES", 5)
+    monkeypatch.setattr(writer, "MAX_CACHED_BLOCKS", 8)
+    monkeypatch.setattr(writer, "MAX_WINODES", 4)
+    monkeypatch.setattr(writer, "MAX_WDIRS", 2)
+    img = make_image(tmp_path / "fs.img", "tool-ext4", 48 << 20)
+    with writable(img) as fs:
+        data = _populate(fs)
+        d = fs.mkdir(fs.root_ino, "many", 0o755)
+        for k in range(600):
+            f = fs.create(d, f"file-{k:04d}", 0o644)
+            fs.write(f, 0, b"%d" % k)
+        for k in range(0, 600, 7):
+            fs.unlink(d, f"file-{k:04d}")
+        before = dump(fs)
+    fsck(img)
+    with readable(img) as fs:
+        assert dump(fs) == before
+        assert fs.read(resolve(fs, "/dir/sub/big"), 0, 3_000_000) == data["big"]

@@ -213,8 +213,10 @@ class WInode:
 
     def set_range(self, lblk: int, pblk: int, count: int) -> None:
         """Map [lblk, lblk+count) to pblk.. (initialised), replacing what was there."""
+        if self.exts is None:
+            raise ValueError(f"inode {self.ino}: mapping not loaded")
         self.map_dirty = True
-        self.exts = _replace(self.exts or [], lblk, lblk + count, [Ext(lblk, pblk, count)])
+        self.exts = _replace(self.exts, lblk, lblk + count, [Ext(lblk, pblk, count)])
 
     def cut(self, nblocks: int) -> list[tuple[int, int]]:
         """Drop every mapping at or beyond logical ``nblocks``; returns freed (pblk, n)."""

@@ -71,6 +71,8 @@ __all__ = ["Ext4WritableFilesystem"]
 LINK_MAX = 65000  # EXT4_LINK_MAX
 MAX_WINODES = 100_000  # decoded inodes kept after a flush
 MAX_WDIRS = 20_000
+MAX_DIRTY_INODES = 50_000  # publish when this many inodes are dirty
+MAX_CACHED_BLOCKS = 32_768  # write the metadata cache below past this many blocks
 _EXT_ROOT_EMPTY = struct.pack("<HHHHI", od.EXT4_EXT_MAGIC, 0, 4, 0, 0) + bytes(48)
 
 # features we can keep consistent while writing
@@ -243,6 +245,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         return False
 
     def _mark(self, w: WInode) -> None:
+        self._inodes[w.ino] = w  # the object being changed is the one that gets flushed
         w.dirty = True
         self._dirty = True
         self._dirty_inos.add(w.ino)
@@ -503,6 +506,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
 
     def _dir_new_block(self, w: WInode, d: WDir) -> int:
         """Append one block to directory ``w``; returns its logical number."""
+        self._ensure_map(w)
         lblk = d.nblocks
         (s, _n), *_ = self.alloc.alloc_blocks(1, w.last_pblk() or self._inode_goal(w.ino))
         w.set_range(lblk, s, 1)
@@ -630,8 +634,18 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             self._release(w)
 
     # ================================================================== create ============
+    def _maybe_flush(self) -> None:
+        """Bound memory during long runs of writes (populating a big tree): pack dirty state
+        and push the cache down once it grows (between operations, when all is consistent)."""
+        if len(self._dirty_inos) > MAX_DIRTY_INODES:
+            self._publish()
+        if len(self.cache.blocks) > MAX_CACHED_BLOCKS:
+            self._publish()
+            self.cache.writeback()
+
     def _prepare_entry(self, parent: int, name: str) -> tuple[WDir, bytes]:
         self._check_writable()
+        self._maybe_flush()
         raw = _check_name(name)
         d = self._dir(parent)
         if d.get(raw) is not None:
@@ -720,7 +734,9 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         tb = vfs.encode_name(target)
         if not tb:
             raise InvalidArgument("empty symlink target")
-        if len(tb) >= self.block_size or b"\0" in tb:
+        if b"\0" in tb:
+            raise InvalidArgument("symlink target contains NUL")
+        if len(tb) >= self.block_size:
             raise NameTooLong("symlink target too long")
         d, raw = self._prepare_entry(parent, name)
         w = self._new_inode(parent, _stat.S_IFLNK | 0o777, uid, gid)
@@ -736,6 +752,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
 
     def link(self, ino: int, new_parent: int, new_name: str) -> None:
         self._check_writable()
+        self._maybe_flush()
         w = self._live(ino)
         if _stat.S_ISDIR(w.mode):
             raise NotPermitted("hard links to directories are not allowed")
@@ -924,6 +941,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
     # ================================================================== data ==============
     def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
         self._check_writable()
+        self._maybe_flush()  # before taking any inode: flushing may forget clean ones
         w = self._live(ino)
         if _stat.S_ISDIR(w.mode):
             raise IsADirectory(f"inode {ino} is a directory")
