@@ -145,9 +145,18 @@ def _qemu_image(tmp: Path, variant: str) -> tuple[Path, bytearray]:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_qemu_variants_read(variant: str, tmp_path: Path) -> None:
     img, data = _qemu_image(tmp_path, variant)
+    theirs = info(img)
+    spec: dict[str, object] = theirs["format-specific"]["data"]  # type: ignore[index]
     with block.open(img) as dev:
         assert isinstance(dev, Qcow2Device)
-        assert dev.size == SIZE
+        ours = dev.info()
+        assert ours["virtual_size"] == theirs["virtual-size"] == dev.size == SIZE
+        assert ours["cluster_size"] == theirs["cluster-size"]
+        assert ours["version"] == (2 if spec["compat"] == "0.10" else 3)
+        assert ours["refcount_bits"] == spec["refcount-bits"]
+        assert ours["extended_l2"] == spec.get("extended-l2", False)
+        assert ours["lazy_refcounts"] == spec.get("lazy-refcounts", False)
+        assert ours["compression_type"] == spec.get("compression-type", "zlib")
         assert dev.pread(SIZE, 0) == data
         check_extents(dev, data)
         assert dev.pread(777, 123_457) == data[123_457 : 123_457 + 777]
