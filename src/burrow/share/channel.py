@@ -191,8 +191,14 @@ class Channel(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         records = self.sc.take_records()
-        if records:
-            self.transport.writelines(records)
+        if len(records) == 1:
+            self.transport.write(records[0])
+        elif records:
+            # One write per record: with an empty buffer each goes straight to send(2);
+            # writelines() would first join them into one more copy (Python 3.11).
+            write = self.transport.write
+            for record in records:
+                write(record)
 
     def _die(self, exc: BaseException) -> None:
         if self._error is None:
