@@ -8,6 +8,7 @@ directions, ``qemu-img info``/``snapshot``. Images come from burrow's ``create_q
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 
 from blockconformance import SIZE, check_extents, ops_strategy, run_workload
 from burrow import block
+from burrow.block.device import ExtentFlags
 from burrow.block.qcow2 import Qcow2Device, create_qcow2, open_qcow2
 from burrow.errors import ReadOnly, Unsupported, UsageError
 from images import qemu_img
@@ -162,6 +164,20 @@ def test_qemu_variants_read(variant: str, tmp_path: Path) -> None:
         assert dev.pread(777, 123_457) == data[123_457 : 123_457 + 777]
         if "zlib" in variant or "zstd" in variant:
             assert dev.statistics()["compressed_reads"]
+        ours_map = list(dev.extents(SIZE, 0))
+    # Our allocation map agrees with qemu's: what we call data qemu calls data, what we call
+    # zero qemu calls zero (qemu may see zeros inside data, e.g. fallocated clusters).
+    qmap = json.loads(qemu_img("map", "--output=json", img).stdout)
+    for ext in ours_map:
+        for q in qmap:
+            lo = max(ext.offset, q["start"])
+            hi = min(ext.offset + ext.length, q["start"] + q["length"])
+            if lo >= hi:
+                continue
+            if ext.flags & ExtentFlags.ZERO:
+                assert q["zero"], (ext, q)
+            else:
+                assert q["data"], (ext, q)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
