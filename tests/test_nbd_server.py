@@ -154,11 +154,13 @@ def test_nbdinfo_content_sees_the_filesystem(tmp_path: Path) -> None:
 
 
 @pytest.mark.tool("nbdcopy")
-def test_nbdcopy_in_and_out_with_several_connections(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [0, 3])
+def test_nbdcopy_in_and_out_with_several_connections(tmp_path: Path, threads: int) -> None:
     img = tmp_path / "src.raw"
     data = random_image(img, 16 * MiB)
     dev = MemoryDevice(16 * MiB)
-    with serving(dev, tmp_path) as srv:
+    with serving(dev, tmp_path, threads=threads) as srv:
+        assert len(srv.server._workers) == threads
         run(["nbdcopy", "--connections=4", "--requests=16", str(img), srv.uri])
         assert dev.pread(dev.size, 0) == data
         back = tmp_path / "back.raw"
@@ -401,7 +403,8 @@ def test_user_classes_sync_and_async(tmp_path: Path) -> None:
         assert proc.returncode != 0 and "permission denied" in proc.stderr.lower()
 
 
-def test_tls_required_and_optional(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [0, 2])
+def test_tls_required_and_optional(tmp_path: Path, threads: int) -> None:
     cert, key = make_cert(tmp_path)
     from burrow.block.nbd_client import open_nbd_uri
     from burrow.errors import RemoteProtocolError
@@ -409,7 +412,7 @@ def test_tls_required_and_optional(tmp_path: Path) -> None:
     dev = MemoryDevice(MiB)
     dev.pwrite(b"secret", 0)
     sock = tmp_path / "tls.sock"
-    srv = ServerThread(dev, socket=str(sock), tls_cert=str(cert), tls_key=str(key))
+    srv = ServerThread(dev, socket=str(sock), tls_cert=str(cert), tls_key=str(key), threads=threads)
     try:
         assert srv.uri.startswith("nbds+unix://")
         with open_nbd_uri(f"nbds+unix:///?socket={sock}", tls_ca=str(cert)) as remote:
@@ -593,9 +596,37 @@ class SlowDevice:
         self.data[offset : offset + len(data)] = data
 
 
-def test_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
-    dev = SlowDevice()
-    srv = ServerThread(dev, socket=str(tmp_path / "slow.sock"))
+class SlowSyncDevice(MemoryDevice):
+    """A synchronous device whose writes take a while (served from worker loops)."""
+
+    def __init__(self) -> None:
+        super().__init__(MiB)
+        self.started = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _pwrite(self, data: memoryview, offset: int, fua: bool) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.started.set)
+        import time
+
+        time.sleep(0.5)
+        super()._pwrite(data, offset, fua)
+
+    @property
+    def data(self) -> bytes:
+        return self.pread(MiB, 0)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync-threads"])
+def test_shutdown_finishes_requests_in_flight(tmp_path: Path, kind: str) -> None:
+    dev: SlowDevice | SlowSyncDevice
+    if kind == "async":
+        dev = SlowDevice()
+        srv = ServerThread(dev, socket=str(tmp_path / "slow.sock"))
+    else:
+        dev = SlowSyncDevice()
+        srv = ServerThread(dev, socket=str(tmp_path / "slow.sock"), threads=2)
+        dev.loop = srv.loop
     try:
         s = _handshake_raw(srv.server._unix_paths[0])
         s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 42, 100, 5) + b"hello")

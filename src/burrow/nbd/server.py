@@ -16,8 +16,10 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 import ssl
 import stat
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from burrow.errors import BurrowError, RemoteProtocolError, UsageError, errno_of
-from burrow.nbd.backend import Backend, make_backend
+from burrow.nbd.backend import Backend, ThreadBackend, make_backend
 from burrow.proto.nbd.constants import (
     DEFAULT_MAX_PAYLOAD,
     NBD_CMD_BLOCK_STATUS,
@@ -143,7 +145,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have the same API.
         self.transport = cast(asyncio.Transport, transport)
-        self.server.connections.add(self)
+        self.loop = asyncio.get_running_loop()
+        self.server._register(self)
         timeout = self.server.handshake_timeout
         if timeout:
             self.handshake_timer = asyncio.get_running_loop().call_later(
@@ -157,7 +160,7 @@ class _Connection(asyncio.Protocol):
             self._abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server._unregister(self)
         self.closing = True
         self.backlog.clear()  # nobody will read the answers
         if self.handshake_timer is not None:
@@ -386,6 +389,40 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+class _LoopThread:
+    """An event loop running in its own thread (uvloop when installed)."""
+
+    def __init__(self, index: int) -> None:
+        try:
+            import uvloop
+
+            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:
+            self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name=f"burrow-nbd-{index}", daemon=True
+        )
+        self.thread.start()
+
+    def adopt(self, factory: Callable[[], _Connection], sock: socket.socket) -> None:
+        def start() -> None:
+            task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
+            task.add_done_callback(_log_adopt_failure)
+
+        self.loop.call_soon_threadsafe(start)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def _log_adopt_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("NBD: could not set up a connection: %s", task.exception())
+
+
 class NBDServer:
     """Serves one or more exports on TCP and/or Unix sockets. Use ``start_server``/``serve``."""
 
@@ -397,6 +434,7 @@ class NBDServer:
         tls_mode: TLSMode | str | None = None,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        threads: int = 0,
     ) -> None:
         self.handshake_timeout = handshake_timeout
         self.exports: dict[str, Export] = {}
@@ -413,6 +451,16 @@ class NBDServer:
             raise UsageError("TLS mode needs a certificate and key")
         self.max_inflight = max_inflight
         self.connections: set[_Connection] = set()
+        self._lock = threading.Lock()
+        # Worker event loops (each in its own thread) that connections are spread over. Only
+        # for exports whose devices are synchronous (they run in thread pools anyway): the
+        # big copies (pread, send) release the GIL, so connections then proceed in parallel.
+        sync_only = all(isinstance(e.backend, ThreadBackend) for e in self.exports.values())
+        self.threads = threads if sync_only else 0
+        self._workers: list[_LoopThread] = []
+        self._accept_tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[socket.socket] = []
+        self._next_worker = 0
         self.servers: list[asyncio.AbstractServer] = []
         self.uris: list[str] = []
         self._unix_paths: list[str] = []
@@ -424,12 +472,58 @@ class NBDServer:
         first = next(iter(self.exports))
         return quote(first, safe="")
 
+    def _register(self, conn: _Connection) -> None:
+        with self._lock:
+            self.connections.add(conn)
+
+    def _unregister(self, conn: _Connection) -> None:
+        with self._lock:
+            self.connections.discard(conn)
+
+    def _start_workers(self) -> None:
+        if self.threads and not self._workers:
+            self._workers = [_LoopThread(i) for i in range(self.threads)]
+
+    def _listen_sock(self, sock: socket.socket) -> None:
+        """Accept on ``sock`` in this loop and hand each connection to a worker loop."""
+        sock.setblocking(False)
+        self._listeners.append(sock)
+        self._start_workers()
+        task = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+        self._accept_tasks.append(task)
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    await asyncio.sleep(0.1)
+                    continue
+                raise
+            if conn.family != socket.AF_UNIX:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            worker = self._workers[self._next_worker % len(self._workers)]
+            self._next_worker += 1
+            worker.adopt(self._factory, conn)
+
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        srv = await loop.create_server(self._factory, host, port, reuse_address=True)
-        self.servers.append(srv)
-        sock = srv.sockets[0].getsockname()
-        real_host, real_port = sock[0], sock[1]
+        if self.threads:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, _, _, _, addr = infos[0]
+            lsock = socket.socket(family, socket.SOCK_STREAM)
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            lsock.bind(addr)
+            lsock.listen(128)
+            self._listen_sock(lsock)
+            sockname = lsock.getsockname()
+        else:
+            srv = await loop.create_server(self._factory, host, port, reuse_address=True)
+            self.servers.append(srv)
+            sockname = srv.sockets[0].getsockname()
+        real_host, real_port = sockname[0], sockname[1]
         scheme = "nbds" if self.tls_mode is TLSMode.FORCED else "nbd"
         shown = f"[{real_host}]" if ":" in real_host else real_host
         self.uris.append(f"{scheme}://{shown}:{real_port}/{self._uri_name()}")
@@ -440,8 +534,14 @@ class NBDServer:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)  # a stale socket from an earlier run
         loop = asyncio.get_running_loop()
-        srv = await loop.create_unix_server(self._factory, path)
-        self.servers.append(srv)
+        if self.threads:
+            lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            lsock.bind(path)
+            lsock.listen(128)
+            self._listen_sock(lsock)
+        else:
+            srv = await loop.create_unix_server(self._factory, path)
+            self.servers.append(srv)
         self._unix_paths.append(path)
         scheme = "nbds+unix" if self.tls_mode is TLSMode.FORCED else "nbd+unix"
         self.uris.append(f"{scheme}:///{self._uri_name()}?socket={quote(path, safe='/')}")
@@ -450,8 +550,27 @@ class NBDServer:
         """Stop listening, let connections finish what they started, flush every export."""
         for srv in self.servers:
             srv.close()
-        for conn in list(self.connections):
-            await conn.shutdown()
+        for task in self._accept_tasks:
+            task.cancel()
+        for task in self._accept_tasks:
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await task
+        self._accept_tasks.clear()
+        for lsock in self._listeners:
+            lsock.close()
+        self._listeners.clear()
+        with self._lock:
+            conns = list(self.connections)
+        here = asyncio.get_running_loop()
+        for conn in conns:
+            if conn.loop is here:
+                await conn.shutdown()
+            else:
+                fut = asyncio.run_coroutine_threadsafe(conn.shutdown(), conn.loop)
+                await asyncio.wrap_future(fut)
+        for worker in self._workers:
+            await asyncio.to_thread(worker.stop)
+        self._workers.clear()
         for srv in self.servers:
             with contextlib.suppress(Exception):
                 await srv.wait_closed()
@@ -522,13 +641,15 @@ async def start_server(
     tls_ca: str | None = None,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    threads: int = 0,
 ) -> NBDServer:
     """Start serving and return the running server (``.uris``, ``await .aclose()``).
 
     ``device`` is a BlockDevice, a plain class instance, an async class instance, an
     :class:`Export`, a list of Exports, or a mapping of export names to devices.
     ``tls`` is ``"required"`` (default with a certificate) or ``"optional"``; with ``tls_ca``
-    clients must present a certificate signed by that CA.
+    clients must present a certificate signed by that CA. ``threads`` > 0 spreads connections
+    over that many event loops in their own threads (synchronous devices only).
     """
     if listen is None and socket is None:
         raise UsageError("give listen='HOST:PORT' and/or socket=PATH")
@@ -544,6 +665,7 @@ async def start_server(
         tls_mode=mode,
         max_inflight=max_inflight,
         handshake_timeout=handshake_timeout,
+        threads=threads,
     )
     try:
         if socket is not None:

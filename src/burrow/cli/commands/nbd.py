@@ -29,6 +29,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="copy-on-write: writes go to memory, the image is never changed",
     )
     p.add_argument("--format", choices=["raw", "qcow2"], help="image format (default: detect)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("BURROW_NBD_THREADS", min(4, os.cpu_count() or 1))),
+        metavar="N",
+        help="spread connections over N event-loop threads (synchronous devices only; "
+        "default: min(4, CPUs); 0: everything in the main loop)",
+    )
     p.add_argument("--export", "-e", default="", metavar="NAME", help="export name (default '')")
     p.add_argument("--description", "-D", default="", help="export description")
     p.add_argument("--tls-cert", metavar="FILE", help="x509 certificate (PEM)")
@@ -181,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls=args.tls if args.tls_cert else None,
             tls_ca=args.tls_ca,
+            threads=max(0, args.threads),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
