@@ -165,6 +165,12 @@ def test_cache_filter_hits_and_invalidation() -> None:
         assert cache.pread(4096, 8192) == bytes(4096)
         stats = cache.statistics()
         assert stats["hits"] > 0 and stats["misses"] > 0
+        # NBD_CMD_CACHE prefetches: the next read of that range costs no read below.
+        cache.cache(65536, 200_000)
+        reads_before = _ops(below)["read"]["count"]
+        assert cache.pread(65536, 200_000) == data[200_000:265_536]
+        assert _ops(below)["read"]["count"] == reads_before
+        assert cache.can_cache
         # Capacity is respected.
         for off in range(0, SIZE, 4096):
             cache.pread(1, off)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from burrow.block.device import BlockDevice
+from burrow.block.device import BlockDevice, check_range
 from burrow.block.filters.base import FilterDevice
 from burrow.errors import InvalidArgument
 
@@ -31,6 +31,7 @@ class CacheFilter(FilterDevice):
             raise InvalidArgument("block_size must be a power of two and capacity >= 1")
         super().__init__(base, owns_base=owns_base)
         self.can_multi_conn = False  # other connections would not invalidate this cache
+        self.can_cache = True
         self._bs = block_size
         self._cap = capacity_blocks
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
@@ -113,6 +114,17 @@ class CacheFilter(FilterDevice):
             self.base.write_zeroes(n, offset, may_unmap=may_unmap)
         finally:
             self._invalidate(n, offset)
+
+    def cache(self, n: int, offset: int) -> None:
+        """NBD_CMD_CACHE: read the range into the cache (at most its capacity)."""
+        check_range(self._size, n, offset)
+        n = min(n, self._cap * self._bs)
+        pos, end = offset, offset + n
+        buf = bytearray(min(n, 4 << 20))
+        while pos < end:
+            step = min(len(buf), end - pos)
+            self._preadinto(memoryview(buf)[:step], pos)
+            pos += step
 
     def drop_cache(self) -> None:
         with self._lock:
