@@ -99,6 +99,25 @@ def test_serve_cli(tmp_path: Path, as_nobody: bool) -> None:
             assert not [f for f in fds(proc.pid) if f.startswith(str(export))]
             worker_fds = [f for w in _children(proc.pid) for f in fds(w)]
             assert any(f.startswith(str(export)) for f in worker_fds)
+        # the path-level CLI takes burrow:// URLs, keys from the environment
+        env = {**os.environ, "BURROW_KEY": str(tmp_path / "client.key")}
+        env["BURROW_SERVER_KEY"] = server_pub
+        url = f"burrow://127.0.0.1:{port}/data"
+        res = subprocess.run(
+            [sys.executable, "-m", "burrow", "cat", f"{url}/hello.txt"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert res.returncode == 0 and res.stdout == "hello from the server\n", res.stderr
+        res = subprocess.run(
+            [sys.executable, "-m", "burrow", "cp", "-a", f"{url}/", str(tmp_path / "copy")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr
+        assert subprocess.run(["diff", "-r", str(export), str(tmp_path / "copy")]).returncode == 0
         if as_nobody:
             workers = _children(proc.pid)
             assert workers
