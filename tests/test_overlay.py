@@ -287,3 +287,34 @@ def test_reads_from_threads_during_writes_and_commits(tmp_path: Path) -> None:
         ov.close()
     assert not errors, errors[0]
     assert path.read_bytes()[:65536] == bytes([39]) * 65536
+
+
+def test_mutated_journals_give_old_or_new_never_a_mix(tmp_path: Path) -> None:
+    from burrow.errors import BurrowError
+    from fuzz.common import mutate
+
+    path, old = _base_file(tmp_path, "mut.img")
+    new = _expected_new(tmp_path, old)
+    fdev = FaultFilter(RawDevice(path, readonly=False), crash_after_writes=0)
+    ov = OverlayDevice(fdev)
+    _change(ov)
+    with pytest.raises(IOFailure):
+        ov.commit()
+    ov.close()
+    with pytest.raises(IOFailure):
+        fdev.close()
+    journal = Path(journal_path_for(path))
+    full = journal.read_bytes()
+    rng = random.Random(12)
+    regions = [(0, 32), (32, 24 * 10), (len(full) - 40, 40)]
+    outcomes = set()
+    for _ in range(300):
+        path.write_bytes(old)
+        journal.write_bytes(mutate(full, rng, regions))
+        try:
+            outcomes.add(recover(path))
+        except BurrowError:
+            outcomes.add("refused")
+            journal.unlink(missing_ok=True)
+        assert path.read_bytes() in (old, new)
+    assert "discarded" in outcomes
