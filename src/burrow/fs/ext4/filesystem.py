@@ -233,6 +233,8 @@ class Ext4Filesystem(vfs.Filesystem):
         )
         self._gd_cache: dict[int, GroupDesc] = {}
         self._runs_cached = 0  # total runs held by _runs_cache
+        # batch inode decoding reads inode tables directly: only when read_raw_inode is ours
+        self._batch_inodes = type(self).read_raw_inode is Ext4Filesystem.read_raw_inode
         self.journal_replayed = 0  # transactions replayed into memory at open
         self.read_superblock()
         if self.feature_incompat & od.INCOMPAT_RECOVER:
@@ -532,17 +534,67 @@ class Ext4Filesystem(vfs.Filesystem):
 
     def inode(self, ino: int) -> Inode:
         """Inode ``ino``, decoded and checksum-verified (cached; the oldest entry is evicted
-        first: a hit does not reorder, which keeps the hot path to one dict lookup)."""
+        first: a hit does not reorder, which keeps the hot path to one dict lookup).
+
+        A miss decodes every in-use inode of the same inode-table block at once (tree walks
+        stat neighbours next); a neighbour that fails to decode is simply not cached, so its
+        error surfaces only when it is asked for. Subclasses that override
+        :meth:`read_raw_inode` get one-at-a-time decoding through it instead."""
         cache = self._inode_cache
         node = cache.get(ino)
         if node is not None:
             return node
+        if self._batch_inodes:
+            self._decode_inode_block(ino)
+            node = cache.get(ino)
+            if node is not None:
+                return node
         raw, where = self.read_raw_inode(ino)
         node = self._decode_inode(ino, raw, where)
         if len(cache) >= MAX_INODE_CACHE:
             cache.popitem(last=False)  # O(1); a plain dict's next(iter()) degrades on deletes
         cache[ino] = node
         return node
+
+    def _decode_inode_block(self, ino: int) -> None:
+        """Decode and cache the in-use inodes of the inode-table block holding ``ino``."""
+        if ino < 1 or ino > self.inodes_count:
+            return
+        group, index = divmod(ino - 1, self.inodes_per_group)
+        gd = self._gd_cache.get(group) or self.group_desc(group)
+        if gd.flags & od.EXT4_BG_INODE_UNINIT and (self.has_csum or self.has_gdt_csum):
+            return
+        isz = self.inode_size
+        bs = self.block_size
+        per_block = bs // isz
+        bidx = index // per_block
+        tb = gd.inode_table + bidx
+        data = self._block_cache.get(tb)
+        if data is None:
+            if gd.inode_table < self.first_data_block or tb >= self.blocks_count:
+                return  # read_raw_inode reports it
+            try:
+                data = self._block(tb, "inode table", tb * bs)
+            except CorruptImage:
+                return
+        first = group * self.inodes_per_group + bidx * per_block + 1
+        last = min(first + per_block, (group + 1) * self.inodes_per_group + 1)
+        last = min(last, self.inodes_count + 1)
+        cache = self._inode_cache
+        decode = self._decode_inode
+        base = tb * bs
+        for k in range(last - first):
+            off = k * isz
+            i = first + k
+            if i != ino and (i in cache or not data[off + 0x1A : off + 0x1C].strip(b"\0")):
+                continue  # cached already, or i_links_count 0: not in use
+            try:
+                node = decode(i, data[off : off + isz], base + off)
+            except CorruptImage:
+                continue
+            if len(cache) >= MAX_INODE_CACHE:
+                cache.popitem(last=False)
+            cache[i] = node
 
     def _decode_inode(self, ino: int, raw: bytes, where: int) -> Inode:
         isz = self.inode_size
