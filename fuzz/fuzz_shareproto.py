@@ -35,6 +35,7 @@ _REQUESTS = {
     Op.REMOVEXATTR: (_H, "user.a"),
     Op.STATFS: (),
     Op.SYNC: (),
+    Op.MKNOD: (_H, "fifo", 0o010644, 0),
 }
 _REPLIES = {
     Op.LOOKUP: (_H, _ATTR),

@@ -227,3 +227,26 @@ def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+def test_setid_bits_stripped_unless_allowed(tmp_path: Path) -> None:
+    fs = HostDirFilesystem(tmp_path, readonly=False)
+    f = fs.create(fs.root_ino, "prog", 0o6755)
+    assert stat.S_IMODE(os.stat(tmp_path / "prog").st_mode) & 0o6000 == 0
+    fs.setattr(f, mode=0o4755)
+    assert stat.S_IMODE(os.stat(tmp_path / "prog").st_mode) == 0o755
+    d = fs.mkdir(fs.root_ino, "shared", 0o3777)
+    assert stat.S_IMODE(fs.getattr(d).st_mode) & 0o2000 == 0
+    assert stat.S_IMODE(fs.getattr(d).st_mode) & 0o1000  # sticky is harmless and kept
+    fifo = fs.mknod(fs.root_ino, "fifo", stat.S_IFIFO | 0o4644)
+    assert (
+        stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
+        and fs.getattr(fifo).st_mode & 0o4000 == 0
+    )
+    with pytest.raises(BurrowError):
+        fs.mknod(fs.root_ino, "dev", stat.S_IFCHR | 0o600, 0)
+    fs.close()
+    fs = HostDirFilesystem(tmp_path, readonly=False, allow_setid=True)
+    fs.setattr(fs.lookup(fs.root_ino, "prog"), mode=0o4755)
+    assert stat.S_IMODE(os.stat(tmp_path / "prog").st_mode) == 0o4755
+    fs.close()

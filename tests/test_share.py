@@ -4,6 +4,7 @@ vfs.Filesystem, checked against the host tree with diff -r and stat fields."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import threading
 from pathlib import Path
@@ -67,6 +68,13 @@ def test_read_tree_both_ways_and_write(tmp_path: Path) -> None:
             ).returncode
             == 0
         )
+        # special files travel too (MKNOD), set-ID bits do not
+        fifo = fs.mknod(fs.root_ino, "fifo", 0o010640)
+        assert stat.S_ISFIFO(os.lstat(export / "fifo").st_mode) and fs.getattr(fifo).st_nlink == 1
+        prog = fs.create(fs.root_ino, "prog", 0o4755)
+        assert fs.getattr(prog).st_mode & 0o4000 == 0
+        fs.unlink(fs.root_ino, "fifo")
+        fs.unlink(fs.root_ino, "prog")
         pfs.rename("/incoming/docs/a.txt", "/incoming/renamed")
         pfs.rmtree("/incoming/docs")
         assert sorted(os.listdir(export / "incoming")) == ["link", "renamed"]

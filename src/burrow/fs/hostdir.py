@@ -162,7 +162,9 @@ class HostDirFilesystem(Filesystem):
 
     ``preserve_owner``: apply the ``uid``/``gid`` callers pass to ``create``/``mkdir``/...
     (off by default: new files belong to the process, which a share worker runs as an
-    unprivileged user). ``use_openat2=False`` forces the component walk (for tests).
+    unprivileged user). ``allow_setid``: keep set-user/group-ID bits in modes set through
+    this driver (off by default, so a remote peer cannot plant a set-ID program on the
+    server). ``use_openat2=False`` forces the component walk (for tests).
     """
 
     def __init__(
@@ -171,11 +173,13 @@ class HostDirFilesystem(Filesystem):
         *,
         readonly: bool = True,
         preserve_owner: bool = False,
+        allow_setid: bool = False,
         use_openat2: bool | None = None,
         max_open_files: int = 64,
     ) -> None:
         self.readonly = readonly
         self.preserve_owner = preserve_owner
+        self._mode_mask = 0o7777 if allow_setid else 0o1777
         self._openat2 = openat2_available() if use_openat2 is None else use_openat2
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
         self._root_fd = os.open(root, flags)
@@ -466,13 +470,13 @@ class HostDirFilesystem(Filesystem):
                     fd = os.open(
                         name,
                         os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                        stat.S_IMODE(arg),
+                        stat.S_IMODE(arg) & self._mode_mask,
                         dir_fd=pfd,
                     )
                     os.close(fd)
                 elif op == "mkdir":
                     assert isinstance(arg, int)
-                    os.mkdir(name, stat.S_IMODE(arg), dir_fd=pfd)
+                    os.mkdir(name, stat.S_IMODE(arg) & self._mode_mask, dir_fd=pfd)
                 elif op == "mknod":
                     assert isinstance(arg, tuple)
                     os.mknod(name, arg[0], arg[1], dir_fd=pfd)
@@ -496,7 +500,8 @@ class HostDirFilesystem(Filesystem):
     ) -> int:
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode)):
             raise NotSupported("device nodes are not created in shared host directories")
-        return self._make(parent, name, uid, gid, "mknod", (mode & 0o177777, 0))
+        kind = stat.S_IFMT(mode)
+        return self._make(parent, name, uid, gid, "mknod", (kind | (mode & self._mode_mask), 0))
 
     def symlink(self, parent: int, name: str, target: str, uid: int = 0, gid: int = 0) -> int:
         if not target or "\0" in target or len(encode_name(target)) > 4095:
@@ -611,7 +616,7 @@ class HostDirFilesystem(Filesystem):
             if mode is not None and not is_link:
                 rfd = self._open_ino(ino, os.O_RDONLY | os.O_NONBLOCK)
                 try:
-                    os.fchmod(rfd, stat.S_IMODE(mode))
+                    os.fchmod(rfd, stat.S_IMODE(mode) & self._mode_mask)
                 finally:
                     os.close(rfd)
             path = self._path(ino)

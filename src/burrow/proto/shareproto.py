@@ -105,6 +105,7 @@ class Op(IntEnum):
     REMOVEXATTR = 18
     STATFS = 19
     SYNC = 20
+    MKNOD = 21
 
 
 #: Operations that change the filesystem (refused on read-only exports and for "ro" peers).
@@ -121,6 +122,7 @@ WRITE_OPS = frozenset(
         Op.SETATTR,
         Op.SETXATTR,
         Op.REMOVEXATTR,
+        Op.MKNOD,
     }
 )
 
@@ -148,6 +150,7 @@ REQUESTS: dict[Op, str] = {
     Op.REMOVEXATTR: "HS",
     Op.STATFS: "",
     Op.SYNC: "",
+    Op.MKNOD: "HSIQ",  # parent, name, mode (with type bits), rdev
 }
 REPLIES: dict[Op, str] = {
     Op.LOOKUP: "HA",
@@ -170,6 +173,7 @@ REPLIES: dict[Op, str] = {
     Op.REMOVEXATTR: "",
     Op.STATFS: "F",
     Op.SYNC: "",
+    Op.MKNOD: "HA",
 }
 
 

@@ -352,6 +352,9 @@ class AsyncShareClient:
     async def mkdir(self, parent: int, name: str, mode: int) -> int:
         return await self._make(Op.MKDIR, parent, name, mode & 0o7777)
 
+    async def mknod(self, parent: int, name: str, mode: int, rdev: int = 0) -> int:
+        return await self._make(Op.MKNOD, parent, name, mode & 0o177777, rdev)
+
     async def symlink(self, parent: int, name: str, target: str) -> int:
         return await self._make(Op.SYMLINK, parent, name, target)
 
@@ -525,6 +528,12 @@ class ShareFilesystem(Filesystem):
     def mkdir(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0) -> int:
         self._w()
         return self._run(self._client.mkdir(parent, name, mode))
+
+    def mknod(
+        self, parent: int, name: str, mode: int, rdev: int = 0, uid: int = 0, gid: int = 0
+    ) -> int:
+        self._w()
+        return self._run(self._client.mknod(parent, name, mode, rdev))
 
     def symlink(self, parent: int, name: str, target: str, uid: int = 0, gid: int = 0) -> int:
         self._w()

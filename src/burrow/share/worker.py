@@ -248,6 +248,8 @@ class WorkerServer:
         if op == Op.SYNC:
             fs.sync()
             return sp.encode_reply(op, cid)
+        if op == Op.MKNOD:
+            return sp.encode_reply(op, cid, *entry(fs.mknod(_ino(f[0]), f[1], f[2], f[3])))
         raise RemoteProtocolError(f"operation {op} not handled")  # pragma: no cover
 
     def _readdir(self, frame: sp.Frame) -> bytes:
