@@ -416,3 +416,18 @@ def test_selective_tls_with_a_tls_only_export() -> None:
     sm.tls_established()
     events = sm.receive_data(opt(C.NBD_OPT_GO, info_data("secret")))
     assert isinstance(events[-1], TransmissionStarted) and events[-1].export is secret
+
+
+def test_client_rejects_incomplete_or_overlapping_reads() -> None:
+    for chunks in (
+        [(0, 256, b"x" * 256)],  # half the request, then DONE
+        [(0, 512, None), (0, 512, b"y" * 512)],  # the same bytes twice
+    ):
+        sm = NBDServerConnection(EXPORTS)
+        client = NBDClientConnection("")
+        pump(client, sm)
+        client.send_request(C.NBD_CMD_READ, 1, 0, 512)
+        pump(client, sm)
+        sm.reply_read_chunks(1, chunks)
+        with pytest.raises(RemoteProtocolError):
+            client.receive_data(sm.data_to_send())

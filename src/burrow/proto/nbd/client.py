@@ -156,7 +156,7 @@ class _S(enum.Enum):
 
 
 class _Pending:
-    __slots__ = ("cmd", "error", "length", "message", "offset")
+    __slots__ = ("cmd", "covered", "error", "length", "message", "offset")
 
     def __init__(self, cmd: int, offset: int, length: int) -> None:
         self.cmd = cmd
@@ -164,6 +164,7 @@ class _Pending:
         self.length = length
         self.error = 0
         self.message = ""
+        self.covered = 0  # bytes of a READ answered by data or hole chunks
 
 
 class NBDClientConnection:
@@ -494,7 +495,13 @@ class NBDClientConnection:
         payload = bytes(buf[start : start + length])
         del buf[: start + length]
         self._chunk(req, cookie, rtype, payload, events)
+        if req.covered > req.length:
+            raise RemoteProtocolError("NBD: overlapping read chunks")
         if rflags & NBD_REPLY_FLAG_DONE:
+            if req.cmd == NBD_CMD_READ and not req.error and req.covered != req.length:
+                raise RemoteProtocolError(
+                    f"NBD: read reply covers {req.covered} of {req.length} bytes"
+                )
             del self._pending[cookie]
             events.append(ReplyDone(cookie, req.error, req.message))
         return True
@@ -512,6 +519,7 @@ class NBDClientConnection:
             (off,) = U64.unpack_from(payload)
             if off < lo or off + len(payload) - 8 > hi:
                 raise RemoteProtocolError("NBD: OFFSET_DATA outside the request")
+            req.covered += len(payload) - 8
             events.append(ReadData(cookie, off, payload[8:]))
         elif rtype == NBD_REPLY_TYPE_OFFSET_HOLE:
             if req.cmd != NBD_CMD_READ or len(payload) != OFFSET_HOLE.size:
@@ -519,6 +527,7 @@ class NBDClientConnection:
             off, n = OFFSET_HOLE.unpack(payload)
             if n == 0 or off < lo or off + n > hi:
                 raise RemoteProtocolError("NBD: OFFSET_HOLE outside the request")
+            req.covered += n
             events.append(ReadHole(cookie, off, n))
         elif rtype == NBD_REPLY_TYPE_BLOCK_STATUS:
             if req.cmd != NBD_CMD_BLOCK_STATUS or len(payload) < 12 or (len(payload) - 4) % 8:
