@@ -293,8 +293,16 @@ open(sys.argv[2], "wb").write(buf)
 
 
 @pytest.mark.tool("fio")
-def test_fio_random_writes_verify(tmp_path: Path) -> None:
-    dev = MemoryDevice(16 * MiB)
+@pytest.mark.parametrize("kind", ["memory", "raw"])
+def test_fio_random_writes_verify(tmp_path: Path, kind: str) -> None:
+    dev: MemoryDevice | RawDevice
+    if kind == "raw":  # inline reads in the event loop, writes in the thread pool
+        img = tmp_path / "fio.raw"
+        img.write_bytes(b"")
+        os.truncate(img, 16 * MiB)
+        dev = RawDevice(img, readonly=False)
+    else:
+        dev = MemoryDevice(16 * MiB)
     with serving(dev, tmp_path) as srv:
         sock = srv.server._unix_paths[0]
         proc = subprocess.run(
