@@ -329,6 +329,7 @@ def test_fio_random_writes_verify(tmp_path: Path, kind: str) -> None:
     assert job["error"] == 0
     assert job["write"]["io_bytes"] == 16 * MiB
     assert job["read"]["io_bytes"] == 16 * MiB  # the verify pass
+    dev.close()
 
 
 def test_disconnect_mid_request_leaves_the_export_consistent(tmp_path: Path) -> None:
