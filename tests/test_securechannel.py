@@ -36,7 +36,7 @@ def _messages(events: list[object]) -> list[bytes]:
     return [e.data for e in events if isinstance(e, Message)]
 
 
-@pytest.mark.parametrize("psk", [None, os.urandom(32)])
+@pytest.mark.parametrize("psk", [None, os.urandom(32)], ids=["IK", "IKpsk2"])
 def test_round_trip_both_directions(psk: bytes | None) -> None:
     pair = make_pair(psk=psk)
     assert pair.client.handshake_hash == pair.server.handshake_hash
