@@ -278,3 +278,31 @@ def test_server_gone_fails_clearly(world: tuple[Path, Path, Path]) -> None:
     with pytest.raises(ConnectionLost, match="unreachable"):
         fs.read(ino, 0, 10)
     fs.close()
+
+
+def test_client_that_never_reads_replies_is_bounded(srv: Running) -> None:
+    """Pipelining READs without reading the answers must not grow the server's memory
+    without bound: it stops reading the client once its send buffer is full."""
+    fs = connect(srv.url("a"), key=ALICE, server_key=srv.server_pub, readonly=False)
+    big = fs.create(fs.root_ino, "big", 0o644)
+    fs.write(big, 0, os.urandom(sp.MAX_CHUNK))
+    handle = fs.client._h(big)
+
+    async def flood() -> int:
+        ch = await fs.client._ensure()
+        ch.transport.pause_reading()  # type: ignore[union-attr]
+        sent = 0
+        for i in range(3000):  # ~190 MiB of replies if the server kept answering
+            ch.send_nowait(sp.encode_request(Op.READ, 100000 + i, handle, 0, sp.MAX_CHUNK))
+            sent += 1
+            if i % 50 == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        return sent
+
+    fs._run(flood())
+    conns = [c for c in srv.server.channel.connections if c.transport is not None]
+    buffered = max(c.transport.get_write_buffer_size() for c in conns)  # type: ignore[union-attr]
+    assert buffered < 16 << 20, f"server buffered {buffered} bytes for a client that never reads"
+    fs.client._ch.abort()  # type: ignore[union-attr]
+    fs.close()

@@ -355,6 +355,9 @@ class ShareServer:
                 while conn.in_flight >= MAX_IN_FLIGHT:
                     conn.wake.clear()
                     await conn.wake.wait()
+                # A client that stops reading its replies stops being read: the transport's
+                # buffer is bounded by its high-water mark, not by the client's patience.
+                await ch.drain()
                 if not self._dispatch(ch, conn, data):
                     break
         except ProtocolError as exc:
