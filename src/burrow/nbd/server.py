@@ -48,6 +48,7 @@ from burrow.proto.nbd.constants import (
     NBD_ENOTSUP,
     NBD_EPERM,
     NBD_ERRORS,
+    NBD_ESHUTDOWN,
 )
 from burrow.proto.nbd.events import (
     Disconnect,
@@ -140,6 +141,7 @@ class _Connection(asyncio.Protocol):
         self.tls_early: list[bytes] | None = None  # set while STARTTLS is in progress
         self.backlog: deque[Event] = deque()  # parsed events not started yet (throttling)
         self.handshake_timer: asyncio.TimerHandle | None = None
+        self.shutting_down = False
 
     # -- transport callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -202,6 +204,8 @@ class _Connection(asyncio.Protocol):
         reading our replies: then they wait here (and the socket is not read) until it drains."""
         backlog = self.backlog
         backend = self.backend
+        if self.shutting_down:
+            return
         while backlog and not self._throttled():
             ev = backlog.popleft()
             if type(ev) is Request:
@@ -382,6 +386,12 @@ class _Connection(asyncio.Protocol):
     async def shutdown(self) -> None:
         """Refuse new work, finish what is in flight, then close."""
         self.sm.start_shutdown()
+        self.shutting_down = True
+        # Requests parsed but not started get NBD_ESHUTDOWN, as the spec suggests.
+        while self.backlog:
+            ev = self.backlog.popleft()
+            if type(ev) is Request and self.sm.in_transmission:
+                self.sm.reply_error(ev.cookie, NBD_ESHUTDOWN, "server is shutting down")
         while self.tasks:
             await asyncio.wait(list(self.tasks))
         self._send()
