@@ -50,6 +50,7 @@ __all__ = ["Export", "ShareServer", "audit"]
 
 audit = logging.getLogger("burrow.share.audit")
 MAX_IN_FLIGHT = 64  # calls per connection being worked on
+MAX_WORKER_PENDING = 512  # calls queued at one export's worker, all connections together
 _HANDLE_LABEL = b"burrow share handle key v1"
 _CALL_ID = struct.Struct("<I")  # the call id inside a frame header, at offset 4
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -98,6 +99,16 @@ class WorkerLink:
         self._writer: asyncio.Task[None] | None = None
         self._outq: collections.deque[bytearray] = collections.deque()
         self.failed: BaseException | None = None
+        self.max_pending = MAX_WORKER_PENDING
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def wait_for_room(self) -> None:
+        """Block new calls while this worker has ``max_pending`` unanswered (all
+        connections together): bounds the memory queued for one export."""
+        while len(self._pending) >= self.max_pending and self.failed is None:
+            self._room.clear()
+            await self._room.wait()
 
     async def start(self, timeout: float = 30.0) -> tuple[int, bool]:
         loop = asyncio.get_running_loop()
@@ -122,11 +133,14 @@ class WorkerLink:
                 callback = self._pending.pop(_CALL_ID.unpack_from(data, 4)[0], None)
                 if callback is not None:
                     callback(data)
+                if len(self._pending) < self.max_pending:
+                    self._room.set()
         except (OSError, ConnectionLost) as exc:
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         self.failed = exc
+        self._room.set()
         pending, self._pending = self._pending, {}
         for callback in pending.values():
             callback(None)
@@ -358,6 +372,8 @@ class ShareServer:
                 # A client that stops reading its replies stops being read: the transport's
                 # buffer is bounded by its high-water mark, not by the client's patience.
                 await ch.drain()
+                assert conn.export is not None and conn.export.link is not None
+                await conn.export.link.wait_for_room()
                 if not self._dispatch(ch, conn, data):
                     break
         except ProtocolError as exc:
