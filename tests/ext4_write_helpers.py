@@ -32,6 +32,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours-ext2": ("ours", {"fstype": "ext2"}),
     "ours-ext3": ("ours", {"fstype": "ext3"}),
     "ours-inline": ("ours", {"fstype": "ext4", "features": "inline_data"}),
+    "ours-128": ("ours", {"fstype": "ext4", "inode_size": 128}),
+    "tool-ext3-128": ("tool", {"fstype": "ext3", "options": ["-I", "128"]}),
 }
 
 

@@ -367,6 +367,7 @@ TestToolExt2 = _machine("tool-ext2", 3, 20)
 TestToolNoCsum = _machine("tool-nocsum", 3, 20)
 TestOurs4k = _machine("ours-ext4-4k", 3, 20)
 TestToolInline = _machine("tool-inline", 3, 20)
+TestOurs128 = _machine("ours-128", 3, 20)
 TestTinyMemory = _machine("tool-ext4", 4, 25, tiny=True)
 TestTinyMemoryExt3 = _machine("ours-ext3", 3, 20, tiny=True)
 
