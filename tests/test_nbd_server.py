@@ -724,3 +724,30 @@ def test_serve_inside_a_user_asyncio_program(tmp_path: Path) -> None:
     assert asyncio.run(program()) == b"from the user program"
     assert flushed and not sock.exists()
     assert dev.pread(21, 10) == b"from the user program"
+
+
+@pytest.mark.tool("qemu-img", "qemu-io")
+def test_qemu_img_convert_into_the_server(tmp_path: Path) -> None:
+    """qemu writes a sparse qcow2 into a burrow export (writes, zeroes, trims); qemu-img
+    compare then reads both and must find them identical."""
+    src = tmp_path / "src.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", str(src), "8M"])
+    run(
+        [
+            "qemu-io",
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x61 512k 1M",
+            "-c",
+            "write -P 0x62 6M 4k",
+            str(src),
+        ]
+    )
+    img = tmp_path / "dst.raw"
+    with open(img, "wb") as f:
+        f.write(os.urandom(8 * MiB))  # old contents must be overwritten, holes included
+    with RawDevice(img, readonly=False) as dev, serving(dev, tmp_path) as srv:
+        run(["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", str(src), srv.uri])
+        run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(src), srv.uri])
+    run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(src), str(img)])
