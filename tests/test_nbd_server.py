@@ -751,3 +751,36 @@ def test_qemu_img_convert_into_the_server(tmp_path: Path) -> None:
         run(["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", str(src), srv.uri])
         run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(src), srv.uri])
     run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(src), str(img)])
+
+
+class SlowFirstBlock:
+    """Async device: reads of the first block take 0.5 s, other reads are immediate."""
+
+    size = MiB
+
+    async def pread(self, n: int, offset: int) -> bytes:
+        if offset == 0:
+            await asyncio.sleep(0.5)
+        return bytes([offset // 4096 % 256]) * n
+
+
+def test_replies_leave_out_of_order(tmp_path: Path) -> None:
+    with serving(SlowFirstBlock(), tmp_path) as srv:
+        s = _handshake_raw(srv.server._unix_paths[0])
+        s.sendall(
+            struct.pack(">IHHQQI", 0x25609513, 0, 0, 1, 0, 4096)  # slow
+            + struct.pack(">IHHQQI", 0x25609513, 0, 0, 2, 8192, 4096)  # fast
+        )
+        s.settimeout(5)
+        got = b""
+        while len(got) < 2 * (16 + 4096):
+            chunk = s.recv(65536)
+            assert chunk
+            got += chunk
+        s.close()
+    first = struct.unpack_from(">IIQ", got)
+    second = struct.unpack_from(">IIQ", got, 16 + 4096)
+    assert first == (0x67446698, 0, 2)  # the fast request was answered first
+    assert got[16 : 16 + 4096] == b"\x02" * 4096
+    assert second == (0x67446698, 0, 1)
+    assert got[32 + 4096 :] == b"\x00" * 4096
