@@ -648,6 +648,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         self._maybe_flush()
         raw = _check_name(name)
         d = self._dir(parent)
+        if self._get(parent).links == 0:
+            raise NotFound("directory was removed")  # an open, already-deleted directory
         if d.get(raw) is not None:
             raise Exists(name)
         if self.alloc.free_inodes <= 0:
