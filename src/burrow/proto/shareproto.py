@@ -244,20 +244,20 @@ def _encode_fields(out: bytearray, types: str, values: Sequence[Any]) -> None:
         raise LocalProtocolError("message exceeds the record size")
 
 
-def _encode(kind: Kind, op: Op, call_id: int, types: str, fields: Sequence[Any]) -> bytes:
+def _encode(kind: Kind, op: Op, call_id: int, types: str, fields: Sequence[Any]) -> bytearray:
     try:
         out = bytearray(FRAME.pack(kind, op, 0, call_id))
         _encode_fields(out, types, fields)
     except (struct.error, TypeError) as exc:
         raise LocalProtocolError(f"cannot encode {op.name}: {exc}") from exc
-    return bytes(out)
+    return out  # no final bytes() copy: every consumer takes a buffer
 
 
-def encode_request(op: Op, call_id: int, *fields: Any) -> bytes:
+def encode_request(op: Op, call_id: int, *fields: Any) -> bytearray:
     return _encode(Kind.REQUEST, op, call_id, REQUESTS[op], fields)
 
 
-def encode_reply(op: Op, call_id: int, *fields: Any) -> bytes:
+def encode_reply(op: Op, call_id: int, *fields: Any) -> bytearray:
     return _encode(Kind.REPLY, op, call_id, REPLIES[op], fields)
 
 

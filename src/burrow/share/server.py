@@ -182,7 +182,7 @@ class WorkerLink:
     async def call(self, op: Op, *fields: Any) -> bytes:
         """Convenience for tests and one-off calls."""
         fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self.submit(bytearray(sp.encode_request(op, 0, *fields)), fut.set_result)
+        self.submit(sp.encode_request(op, 0, *fields), fut.set_result)
         data = await fut
         if data is None:
             raise ConnectionLost("export worker is gone")

@@ -153,7 +153,7 @@ class WorkerServer:
         self._send_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="burrow-worker")
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | bytearray) -> None:
         with self._send_lock:
             self.sock.send(data)
 
@@ -184,7 +184,7 @@ class WorkerServer:
         except OSError:
             pass
 
-    def execute(self, frame: sp.Frame) -> bytes:
+    def execute(self, frame: sp.Frame) -> bytes | bytearray:
         fs, op, f, cid = self.fs, frame.op, frame.fields, frame.call_id
 
         def entry(ino: int) -> tuple[bytes, tuple[int, ...]]:
@@ -252,7 +252,7 @@ class WorkerServer:
             return sp.encode_reply(op, cid, *entry(fs.mknod(_ino(f[0]), f[1], f[2], f[3])))
         raise RemoteProtocolError(f"operation {op} not handled")  # pragma: no cover
 
-    def _readdir(self, frame: sp.Frame) -> bytes:
+    def _readdir(self, frame: sp.Frame) -> bytes | bytearray:
         """Entries with their attributes (NFSv3's READDIRPLUS): a walk that stats every
         entry costs one call per page instead of one per entry."""
         ino, start = _ino(frame.fields[0]), frame.fields[1]
