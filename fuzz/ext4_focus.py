@@ -12,6 +12,7 @@ times so that a stored input (corpus, regression file) means the same thing in e
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import stat
@@ -102,6 +103,7 @@ def workdir() -> Path:
     if _WORK is None:
         parent = "/dev/shm" if os.path.isdir("/dev/shm") else None
         _WORK = Path(tempfile.mkdtemp(prefix="burrow-fuzz-ext4-", dir=parent))
+        atexit.register(shutil.rmtree, _WORK, True)
     return _WORK
 
 
