@@ -335,3 +335,27 @@ def test_backing_chain_never_blocks_on_a_fifo(tmp_path: Path) -> None:
     qemu_img("create", "-f", "qcow2", "-u", "-b", str(fifo), "-F", "raw", top, "16M")
     chain = backing_chain(top)  # would hang if it opened the fifo for reading blocking
     assert [c["filename"] for c in chain] == [str(fifo)]
+
+
+@pytest.mark.tool("fsck.fat")
+def test_overlay_scratch_file_and_interrupted_commit(
+    tmp_path: Path, trees: tuple[Path, Path]
+) -> None:
+    img = gpt_disk(tmp_path, trees[0], trees[1])
+    with burrow.disk.open_target(f"{img}@ESP", writable=True) as target:
+        target.fs.write_bytes("/big.bin", bytes(range(256)) * 8192)
+        scratch = [p.name for p in tmp_path.iterdir() if ".burrow-overlay-" in p.name]
+        assert len(scratch) == 1  # changes spill to a file next to the image, not memory
+    assert not [p for p in tmp_path.iterdir() if ".burrow-overlay-" in p.name]
+    with Disk(img) as d:
+        assert d.mount("ESP").read_bytes("/big.bin") == bytes(range(256)) * 8192
+    # a journal left by an interrupted commit: read-only opens refuse rather than read a
+    # half-applied image (and never repair it themselves)
+    journal = Path(str(img) + ".burrow-journal")
+    journal.write_bytes(b"incomplete")
+    with pytest.raises(errors.BurrowError) as info:
+        Disk(img)
+    assert "interrupted commit" in str(info.value)
+    with _writable(img) as d:  # a writable open lets the overlay recover (drops it here)
+        d.mount("ESP").read_bytes("/big.bin")
+    assert not journal.exists()

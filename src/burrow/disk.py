@@ -104,11 +104,14 @@ class Disk:
         writable: bool = False,
         format: str | None = None,
         allow_probe_backing: bool = False,
+        overlay_file: bool | str = False,
     ) -> None:
         from burrow import block
 
         self.path = os.fspath(path)
         self.writable = writable
+        if not writable:
+            self._check_no_pending_commit()
         if format is None and not self.path.startswith(("nbd://", "nbd+unix://", "nbds://")):
             format = block.detect_format(self.path)
         self.format = format or "nbd"
@@ -130,13 +133,45 @@ class Disk:
                 raise Unsupported(
                     "overlay", "writing needs the copy-on-write overlay (burrow.block.overlay)"
                 ) from None
-            self._overlay = OverlayDevice(self.base)
+            side = None
+            if overlay_file is True:
+                side = self._side_path()
+            elif isinstance(overlay_file, str):
+                side = overlay_file
+            try:
+                self._overlay = OverlayDevice(self.base, side_path=side)
+            except BaseException:
+                self.base.close()
+                raise
             self.block = self._overlay
         self._table: PartitionTable | None = None
         self._table_read = False
         self._mounted: dict[int, PathFS] = {}
         self._types: dict[int, str | None] = {}
         self._closed = False
+
+    def _side_path(self) -> str | None:
+        """A sparse scratch file for the overlay next to the image (same filesystem, so
+        there is room for what will be committed anyway); removed when the disk closes."""
+        if "://" in self.path:
+            return None
+        import secrets
+
+        head, tail = os.path.split(os.path.abspath(self.path))
+        return os.path.join(head, f".{tail}.burrow-overlay-{os.getpid()}-{secrets.token_hex(4)}")
+
+    def _check_no_pending_commit(self) -> None:
+        """A read-only open must not read an image whose last commit was interrupted (it may
+        be half applied) and must not repair it either (that would be a write)."""
+        if "://" in self.path:
+            return
+        journal = self.path + ".burrow-journal"  # burrow.block.overlay.journal_path_for
+        if os.path.exists(journal):
+            raise BurrowError(
+                f"an interrupted commit left {journal}; open the image writable once "
+                "(any burrow write command) to finish it",
+                path=self.path,
+            )
 
     # -- partitions ----------------------------------------------------------------------
     @property
@@ -450,10 +485,19 @@ def open(
     writable: bool = False,
     format: str | None = None,
     allow_probe_backing: bool = False,
+    overlay_file: bool | str = False,
 ) -> Disk:
     """Open a disk image (raw, qcow2, or an ``nbd://`` URI). Read-only unless ``writable``;
-    writes go through a copy-on-write overlay committed when the ``with`` block ends cleanly."""
-    return Disk(path, writable=writable, format=format, allow_probe_backing=allow_probe_backing)
+    writes go through a copy-on-write overlay committed when the ``with`` block ends cleanly.
+    The overlay lives in memory unless ``overlay_file`` is ``True`` (a scratch file next to
+    the image) or a path."""
+    return Disk(
+        path,
+        writable=writable,
+        format=format,
+        allow_probe_backing=allow_probe_backing,
+        overlay_file=overlay_file,
+    )
 
 
 # -- qcow2 backing chains (for `burrow info`; read straight from the headers) ---------------
@@ -649,8 +693,12 @@ class Target:
         self.close(commit=exc_type is None)
 
 
-def open_target(spec: str, *, writable: bool = False, format: str | None = None) -> Target:
-    """Open ``IMAGE[@PART]`` (or a ``burrow://`` share URL) and mount its filesystem."""
+def open_target(
+    spec: str, *, writable: bool = False, format: str | None = None, overlay_file: bool = True
+) -> Target:
+    """Open ``IMAGE[@PART]`` (or a ``burrow://`` share URL) and mount its filesystem.
+    Writable targets keep their overlay in a scratch file next to the image by default, so
+    a large ``burrow cp`` or a long FUSE session does not hold every change in memory."""
     if spec.startswith("burrow://"):
         return _open_share(spec, writable=writable)
     if spec.startswith(_URL_SCHEMES):
@@ -659,7 +707,7 @@ def open_target(spec: str, *, writable: bool = False, format: str | None = None)
         image, part = split_image_part(spec)
         if not os.path.lexists(image):
             raise NotFound(path=image)
-    disk = Disk(image, writable=writable, format=format)
+    disk = Disk(image, writable=writable, format=format, overlay_file=overlay_file)
     try:
         pfs = disk.mount(part)
     except BaseException:
