@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import require_tool
 from tests.images import run
-from tests.nbd_helpers import unix_uri
+from tests.nbd_helpers import ServerThread, serving, unix_uri
 
 import burrow.block
 from burrow.block.device import ExtentFlags
@@ -151,3 +152,69 @@ def test_missing_export_and_dead_socket(qemu_nbd: tuple[Path, Path], tmp_path: P
         open_nbd_uri(unix_uri(qemu_nbd[0], "nope"))
     with pytest.raises(ConnectionLost):
         open_nbd_uri(unix_uri(tmp_path / "missing.sock"))
+
+
+class NeedsTwoInFlight:
+    """Async device: a read only completes once another read is in flight too, so it can
+    only succeed if the client really pipelines requests from several threads."""
+
+    size = 1 << 20
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.other: asyncio.Event | None = None
+        self.max_in_flight = 0
+
+    async def pread(self, n: int, offset: int) -> bytes:
+        if self.other is None:
+            self.other = asyncio.Event()
+        self.waiting += 1
+        self.max_in_flight = max(self.max_in_flight, self.waiting)
+        if self.waiting >= 2:
+            self.other.set()
+        try:
+            await asyncio.wait_for(self.other.wait(), 5)
+        finally:
+            self.waiting -= 1
+        return bytes([offset // 4096]) * n
+
+
+def test_client_pipelines_requests_from_several_threads(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    dev = NeedsTwoInFlight()
+    with (
+        serving(dev, tmp_path) as srv,
+        open_nbd_uri(srv.uri) as remote,
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        futs = [pool.submit(remote.pread, 4096, i * 4096) for i in range(8)]
+        results = [f.result(timeout=30) for f in futs]
+    assert results == [bytes([i]) * 4096 for i in range(8)]
+    assert dev.max_in_flight >= 2
+
+
+def test_client_fails_every_waiter_when_the_server_goes_away(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    class Hang:
+        size = 1 << 20
+
+        async def pread(self, n: int, offset: int) -> bytes:
+            await asyncio.sleep(30)
+            return bytes(n)
+
+    srv = ServerThread(Hang(), socket=str(tmp_path / "h.sock"))
+    remote = open_nbd_uri(srv.uri)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futs = [pool.submit(remote.pread, 512, i * 512) for i in range(3)]
+            (conn,) = list(srv.server.connections)
+            srv.loop.call_soon_threadsafe(conn._abort)  # the server drops the connection
+            for f in futs:
+                with pytest.raises(ConnectionLost):
+                    f.result(timeout=30)
+    finally:
+        remote.close()
+        srv.loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks()])
+        srv.close()

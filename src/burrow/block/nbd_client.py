@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from burrow.block.device import BlockDevice, Extent, ExtentFlags
 from burrow.errors import (
     ConnectionLost,
+    LocalProtocolError,
     RemoteProtocolError,
     Unsupported,
     UsageError,
@@ -89,8 +90,26 @@ def parse_nbd_uri(uri: str) -> dict[str, Any]:
     return {"tls": tls, "socket": None, "host": host, "port": port, "export": export}
 
 
+class _Waiter:
+    """One request in flight: where its data goes and how it ended."""
+
+    __slots__ = ("done", "error", "extents", "into", "message", "offset")
+
+    def __init__(self, offset: int, into: memoryview | None) -> None:
+        self.offset = offset
+        self.into = into
+        self.done = False
+        self.error = 0
+        self.message = ""
+        self.extents: list[tuple[int, int]] = []
+
+    def finished(self) -> bool:
+        return self.done
+
+
 class NBDDevice(BlockDevice):
-    """A remote NBD export. Thread-safe: one request at a time on the connection."""
+    """A remote NBD export. Thread-safe: requests from several threads are pipelined on the
+    one connection (the server may answer them in any order)."""
 
     def __init__(
         self,
@@ -102,7 +121,11 @@ class NBDDevice(BlockDevice):
         server_hostname: str | None = None,
     ) -> None:
         self._sock: socket.socket = sock
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one sender at a time, in data_to_send order
+        self._cv = threading.Condition()  # guards the state machine, waiters and _reading
+        self._waiters: dict[int, _Waiter] = {}
+        self._reading = False
+        self._broken: BaseException | None = None
         self._cookies = itertools.count(1)
         self._conn = NBDClientConnection(export, tls=tls_context is not None)
         self.uri = ""
@@ -177,32 +200,105 @@ class NBDDevice(BlockDevice):
         into: memoryview | None = None,
     ) -> list[tuple[int, int]]:
         """Send one request and wait for its reply; fill ``into`` for reads; return block
-        status extents."""
+        status extents.
+
+        Several threads may have requests in flight on the one connection: senders take turns
+        on ``_send_lock``; while waiting, one thread at a time (the "reader") receives and
+        routes every reply to its waiter, then hands the job on when its own reply is in.
+        The reader never needs the send lock, so a large WRITE being sent cannot stop the
+        replies from being drained (which could otherwise deadlock against a throttling
+        server)."""
         if self._closed:
             raise ConnectionLost("NBD device is closed")
-        extents: list[tuple[int, int]] = []
-        with self._lock:
-            cookie = next(self._cookies)
-            self._conn.send_request(cmd, cookie, offset, length, flags, data)
-            self._send()
+        waiter = _Waiter(offset, into)
+        with self._send_lock:
+            with self._cv:
+                self._check_broken()
+                cookie = next(self._cookies)
+                self._waiters[cookie] = waiter
+                self._conn.send_request(cmd, cookie, offset, length, flags, data)
+                out = self._conn.data_to_send()
+            try:
+                self._sock.sendall(out)
+            except OSError as exc:
+                self._fail(ConnectionLost(f"NBD connection lost: {exc}"))
+        self._wait(waiter)
+        if waiter.error:
+            if waiter.error == NBD_ENOTSUP and flags & NBD_CMD_FLAG_FAST_ZERO:
+                raise Unsupported("fast-zero", waiter.message)
+            raise error_for_errno(waiter.error, f"NBD server: {waiter.message}".rstrip(": "))
+        return waiter.extents
+
+    def _check_broken(self) -> None:
+        if self._broken is not None:
+            raise ConnectionLost(f"NBD connection is unusable: {self._broken}")
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cv:
+            if self._broken is None:
+                self._broken = exc
+            self._cv.notify_all()
+
+    def _wait(self, waiter: _Waiter) -> None:
+        with self._cv:
+            while not waiter.done:
+                self._check_broken()
+                if not self._reading:
+                    self._reading = True
+                    break
+                self._cv.wait()
+            else:
+                return
+        try:
             while True:
-                for ev in self._conn.receive_data(self._recv()):
-                    if isinstance(ev, ReadData) and into is not None:
-                        start = ev.offset - offset
-                        into[start : start + len(ev.data)] = ev.data
-                    elif isinstance(ev, ReadHole) and into is not None:
-                        start = ev.offset - offset
-                        into[start : start + ev.length] = bytes(ev.length)
-                    elif isinstance(ev, BlockStatus) and ev.context_id == self._context:
-                        extents = ev.extents
-                    elif isinstance(ev, ReplyDone) and ev.cookie == cookie:
-                        if ev.error:
-                            if ev.error == NBD_ENOTSUP and flags & NBD_CMD_FLAG_FAST_ZERO:
-                                raise Unsupported("fast-zero", ev.message)
-                            raise error_for_errno(
-                                ev.error, f"NBD server: {ev.message}".rstrip(": ")
-                            )
-                        return extents
+                try:
+                    data = self._recv()
+                except ConnectionLost as exc:
+                    self._fail(exc)
+                    raise
+                with self._cv:
+                    try:
+                        events = self._conn.receive_data(data)
+                    except RemoteProtocolError as exc:
+                        self._broken = exc
+                        self._cv.notify_all()
+                        raise
+                    finished = False
+                    for ev in events:
+                        finished |= self._route(ev)
+                    if finished:
+                        self._cv.notify_all()
+                    if waiter.finished():  # (a call: mypy narrows attributes across the loop)
+                        return
+        finally:
+            with self._cv:
+                self._reading = False
+                self._cv.notify_all()
+
+    def _route(self, ev: object) -> bool:
+        """Deliver one reply event to its waiter; True when a request finished."""
+        if isinstance(ev, ReadData):
+            w = self._waiters.get(ev.cookie)
+            if w is not None and w.into is not None:
+                start = ev.offset - w.offset
+                w.into[start : start + len(ev.data)] = ev.data
+        elif isinstance(ev, ReadHole):
+            w = self._waiters.get(ev.cookie)
+            if w is not None and w.into is not None:
+                start = ev.offset - w.offset
+                w.into[start : start + ev.length] = bytes(ev.length)
+        elif isinstance(ev, BlockStatus):
+            w = self._waiters.get(ev.cookie)
+            if w is not None and ev.context_id == self._context:
+                w.extents = ev.extents
+        elif isinstance(ev, ReplyDone):
+            w = self._waiters.pop(ev.cookie, None)
+            if w is not None:
+                w.error = ev.error
+                w.message = ev.message
+                w.done = True
+                return True
+        return False
 
     # -- BlockDevice hooks -------------------------------------------------------------------
     def _preadinto(self, buf: memoryview, offset: int) -> None:
@@ -280,10 +376,11 @@ class NBDDevice(BlockDevice):
 
     def _close(self) -> None:
         try:
-            with self._lock:
-                self._conn.send_request(NBD_CMD_DISC, 0)
-                self._send()
-        except (ConnectionLost, RemoteProtocolError):
+            with self._send_lock, self._cv:
+                if self._broken is None:
+                    self._conn.send_request(NBD_CMD_DISC, 0)
+                    self._send()
+        except (ConnectionLost, RemoteProtocolError, LocalProtocolError):
             pass
         finally:
             self._sock.close()
