@@ -654,3 +654,48 @@ def test_tiny_memory_limits_flush_early(tmp_path: Path, monkeypatch: pytest.Monk
     with readable(img) as fs:
         assert dump(fs) == before
         assert fs.read(resolve(fs, "/dir/sub/big"), 0, 3_000_000) == data["big"]
+
+
+def test_bad_checksums_refused_unless_ignored(tmp_path: Path) -> None:
+    """The writer verifies what it loads itself (inodes, directory blocks, extent and xattr
+    blocks) instead of silently re-checksumming damaged metadata."""
+    img = make_image(tmp_path / "fs.img", "tool-ext4", 16 << 20)
+    with writable(img) as fs:
+        d = fs.mkdir(fs.root_ino, "d", 0o755)
+        for k in range(5):
+            fs.create(d, f"entry-{k}", 0o644)
+        f = fs.create(fs.root_ino, "f", 0o644)
+        fs.setxattr(f, "user.big", b"B" * 500)
+        fs.setxattr(f, "user.big2", b"C" * 300)  # spills into an xattr block
+    bs = 1024
+
+    def block_of(path: str) -> int:
+        out = subprocess.run(["debugfs", "-R", f"bmap {path} 0", str(img)], capture_output=True,
+                             text=True).stdout  # fmt: skip
+        return int(out.split()[0])
+
+    good = img.read_bytes()
+    bad = bytearray(good)
+    dblk = block_of("/d")
+    bad[dblk * bs + 34] ^= 0x20  # a byte inside a name: structure fine, checksum wrong
+    img.write_bytes(bytes(bad))
+    with RawDevice(img, readonly=False) as dev:
+        fs = open_ext4(dev, readonly=False)
+        with pytest.raises(CorruptImage):
+            fs.create(fs.lookup(fs.root_ino, "d"), "more", 0o644)
+        fs.close()
+    with RawDevice(img, readonly=False) as dev:
+        fs = open_ext4(dev, readonly=False, ignore_checksums=True)
+        fs.create(fs.lookup(fs.root_ino, "d"), "more", 0o644)
+        fs.close()
+    img.write_bytes(good)
+    out = subprocess.run(["debugfs", "-R", "stat /f", str(img)], capture_output=True, text=True)
+    acl = int(out.stdout.split("File ACL: ")[1].split()[0])
+    bad = bytearray(good)
+    bad[acl * bs + bs - 10] ^= 1  # inside a value
+    img.write_bytes(bytes(bad))
+    with RawDevice(img, readonly=False) as dev:
+        fs = open_ext4(dev, readonly=False)
+        with pytest.raises(CorruptImage):
+            fs.setxattr(fs.lookup(fs.root_ino, "f"), "user.x", b"1")
+        fs.close()

@@ -143,6 +143,7 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             csum_seed=self.csum_seed if self.has_csum else None,
         )
         self.alloc = Allocator(self)
+        self._verify = self.has_csum and not ignore_checksums
         self._inodes: dict[int, WInode] = {}
         self._dirs: dict[int, WDir] = {}
         self._pins: dict[int, int] = {}
@@ -202,9 +203,54 @@ class Ext4WritableFilesystem(Ext4Filesystem):
             blk = gr.inode_table + idx * isz // bs
             off = idx * isz % bs
             raw = bytearray(self.cache.get(blk)[off : off + isz])
+            if self._verify and any(raw[:0x24]):
+                want = bytearray(raw)
+                self.csummer.set_inode(want, ino, isz)
+                if want != raw:
+                    raise CorruptImage("ext4_inode", blk * bs + off + 0x7C, f"inode {ino} checksum")
         w = WInode(ino, raw)
         self._inodes[ino] = w
         return w
+
+    # -- checksum verification of what the writer loads itself (the reader verifies the rest)
+    def _check_extent_block(self, blk: int, data: bytes, ino: int, gen: int) -> bytes:
+        if self._verify:
+            eh_max = struct.unpack_from("<H", data, 4)[0]
+            at = 12 + 12 * eh_max
+            if at + 4 > len(data):
+                raise CorruptImage("ext4_extent_header", blk * self.block_size, "bad eh_max")
+            want = bytearray(data)
+            self.csummer.set_extent_tail(want, ino, gen)
+            if want[at : at + 4] != data[at : at + 4]:
+                raise CorruptImage("ext4_extent_tail", blk * self.block_size + at, f"inode {ino}")
+        return data
+
+    def _check_dir_block(self, blk: int, data: bytes, ino: int, gen: int, lblk: int) -> bytes:
+        if not self._verify:
+            return data
+        bs = self.block_size
+        z, rl, nl, ft = struct.unpack_from("<IHBB", data, bs - 12)
+        if z == 0 and rl == 12 and nl == 0 and ft == od.EXT4_FT_DIR_CSUM:
+            want = bytearray(data)
+            self.csummer.set_dir_tail(want, ino, gen)
+            if want != data:
+                raise CorruptImage("ext4_dir_entry_tail", blk * bs + bs - 12, f"dir {ino}")
+            return data
+        w = self._inodes.get(ino)
+        indexed = w is not None and w.flags & od.EXT4_INDEX_FL
+        first_ino, first_rl, first_nl = struct.unpack_from("<IHB", data, 0)
+        is_node = lblk == 0 or (first_ino == 0 and first_nl == 0
+                                and od.rec_len_from_disk(first_rl, bs) == bs)  # fmt: skip
+        if indexed and is_node:
+            off = 32 if lblk == 0 else 8
+            limit, count = struct.unpack_from("<HH", data, off)
+            if off + 8 * limit + 8 > bs or count > limit:
+                raise CorruptImage("dx_countlimit", blk * bs + off, f"dir {ino}")
+            want = bytearray(data)
+            self.csummer.set_dx_tail(want, ino, gen, off)
+            if want != data:
+                raise CorruptImage("dx_tail", blk * bs + off + 8 * limit, f"dir {ino}")
+        return data
 
     def _live(self, ino: int) -> WInode:
         w = self._get(ino)
@@ -219,7 +265,14 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         if w.flags & od.EXT4_INLINE_DATA_FL:
             return
         if w.flags & od.EXT4_EXTENTS_FL:
-            exts, nodes = parse_tree(w.i_block, self.cache.get, self.blocks_count)
+            gen = w.generation
+
+            def node(blk: int) -> bytes:
+                if blk >= self.blocks_count:
+                    raise CorruptImage("ext4_extent_idx", None, f"inode {w.ino}: bad block")
+                return self._check_extent_block(blk, self.cache.get(blk), w.ino, gen)
+
+            exts, nodes = parse_tree(w.i_block, node, self.blocks_count)
             w.exts = merge_extents(exts)
             w.nodes = nodes
         else:
@@ -476,10 +529,13 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         d.nblocks = nblocks
         segs = w.segments(0, nblocks)
 
+        gen = w.generation
+
         def read(lblk: int) -> bytes:
             for s, p, n, _u in segs:
                 if s <= lblk < s + n and p >= 0:
-                    return self.cache.get(p + lblk - s)
+                    blk = p + lblk - s
+                    return self._check_dir_block(blk, self.cache.get(blk), ino, gen, lblk)
             raise CorruptImage("ext4_dir_entry_2", None, f"dir {ino}: hole at block {lblk}")
 
         if w.flags & od.EXT4_INDEX_FL and self.has_dir_index:
@@ -495,7 +551,9 @@ class Ext4WritableFilesystem(Ext4Filesystem):
                 if p < 0:
                     continue
                 for k in range(n):
-                    blocks[s + k] = self.cache.get(p + k)
+                    blocks[s + k] = self._check_dir_block(
+                        p + k, self.cache.get(p + k), ino, gen, s + k
+                    )
             d.load_linear(blocks)
         if d.indexed and d.root_hash_version > od.DX_HASH_TEA:
             d.hash_version = d.root_hash_version
@@ -1180,6 +1238,12 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         block_attrs: list[wx.XAttr] = []
         if w.file_acl:
             data = self.cache.get(w.file_acl)
+            if self._verify:
+                want = bytearray(data)
+                self.csummer.set_xattr_block(want, w.file_acl)
+                if want != data:
+                    raise CorruptImage("ext4_xattr_header", w.file_acl * self.block_size + 16,
+                                       f"inode {w.ino}: xattr block checksum")  # fmt: skip
             h = od.EXT4_XATTR_HEADER.unpack(data)
             if h.h_magic != od.EXT4_XATTR_MAGIC or h.h_blocks != 1:
                 raise CorruptImage("ext4_xattr_header", w.file_acl * self.block_size, "bad")
