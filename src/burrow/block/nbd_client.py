@@ -1,9 +1,9 @@
 """NBD client engine: a remote NBD export as a ``BlockDevice``.
 
 ``open_nbd_uri("nbd://host:port/export")`` or ``"nbd+unix:///export?socket=PATH"`` connects
-with a blocking socket and drives :class:`burrow.proto.nbd.NBDClientConnection`. Requests are
-serialised by one lock (the device is thread-safe; concurrency comes from opening more
-connections when the server sets CAN_MULTI_CONN). Structured replies and ``base:allocation``
+with a blocking socket and drives :class:`burrow.proto.nbd.NBDClientConnection`. The device is
+thread-safe: requests from several threads are pipelined on the connection and their replies
+routed back by cookie (see ``NBDDevice._request``). Structured replies and ``base:allocation``
 are negotiated when the server offers them, so reads skip holes and ``extents`` reports the
 server's allocation map. ``nbds://`` and ``nbds+unix://`` use STARTTLS (``tls_ca``/system
 trust store to verify the server).
