@@ -19,7 +19,7 @@ from benchmarks.harness import Case
 FIO_SIZE = 256 << 20
 COPY_SIZE = 1 << 30
 CHUNK = 4 << 20
-FIO_SECONDS = 3
+FIO_SECONDS = 4
 
 PLUGIN = """\
 import os
