@@ -318,11 +318,13 @@ def test_fio_random_writes_verify(tmp_path: Path, kind: str) -> None:
                 "--verify=crc32c",
                 "--do_verify=1",
                 "--verify_fatal=1",
+                "--verify_state_save=0",
                 "--output-format=json",
             ],
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=tmp_path,  # fio may leave state files in its working directory
         )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     job = json.loads(proc.stdout[proc.stdout.index("{") :])["jobs"][0]
