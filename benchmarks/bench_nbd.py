@@ -158,6 +158,7 @@ def _fio(sock: Path) -> float:
         capture_output=True,
         text=True,
         check=True,
+        cwd=sock.parent,  # fio may write state files into its working directory
     ).stdout
     job = json.loads(out[out.index("{") :])["jobs"][0]
     return float(job["read"]["total_ios"])
