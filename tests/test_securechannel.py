@@ -450,3 +450,35 @@ def test_key_query_answered_once_before_handshake() -> None:
         pair.server.receive_data(key_query_record())
     with pytest.raises(RemoteProtocolError):
         parse_key_info(bytes(40))
+
+
+def test_multi_record_messages() -> None:
+    pair = make_pair(max_message=1 << 20, rekey_after_messages=3)
+    for n in (MAX_PAYLOAD + 1, 3 * MAX_PAYLOAD, (1 << 20) - 100):
+        data = os.urandom(n)
+        pair.client.send(data)
+        assert _messages(pair.c2s()) == [data]
+    assert pair.client.stats.rekeys_sent >= 2  # rekeys happened between continuation records
+    with pytest.raises(LocalProtocolError):
+        pair.client.send(bytes((1 << 20) + 1))
+
+
+def test_multi_record_limits_enforced_by_receiver() -> None:
+    pair = make_pair(max_message=4 * MAX_PAYLOAD)
+    pair.server.config.max_message = 2 * MAX_PAYLOAD
+    pair.client.send(bytes(3 * MAX_PAYLOAD))
+    with pytest.raises(RemoteProtocolError, match="maximum"):
+        pair.c2s()
+    pair = make_pair(max_message=4 * MAX_PAYLOAD)
+    pair.server.config.max_message = MAX_PAYLOAD  # continuation records not allowed at all
+    pair.client.send(bytes(2 * MAX_PAYLOAD))
+    with pytest.raises(RemoteProtocolError, match="length"):
+        pair.c2s()
+    # a peer that starts a multi-record message and then closes
+    from burrow.proto.securechannel import DATA_MORE
+
+    pair = make_pair(max_message=4 * MAX_PAYLOAD)
+    pair.client._out.append(pair.client._seal(DATA_MORE, b"x" * 100))
+    pair.client.close()
+    with pytest.raises(RemoteProtocolError, match="inside a multi-record"):
+        pair.c2s()

@@ -23,6 +23,7 @@ type   name                body
 7      CLOSE               counter u64 | ChaChaPoly(empty); nothing follows
 8      KEY_QUERY           empty (a client doing trust on first use asks for the key)
 9      KEY_INFO            the server's static public key (32 bytes, unauthenticated)
+10     DATA_MORE           like DATA; the message continues in the next record
 =====  ==================  =======================================================
 
 Transport records are authenticated with the 16 header bytes (type, length, counter) as
@@ -95,6 +96,7 @@ KEY_UPDATE = 6
 CLOSE = 7
 KEY_QUERY = 8  # client -> server, empty: "what is your public key?" (trust on first use)
 KEY_INFO = 9  # server -> client: the 32-byte static public key, unauthenticated
+DATA_MORE = 10  # like DATA, and the message continues in the next record
 
 RECORD_HEADER = struct.Struct("<B3xI")  # type, reserved, length
 TRANSPORT_HEADER = struct.Struct("<B3xIQ")  # type, reserved, length, counter
@@ -277,6 +279,9 @@ class ChannelConfig:
     rekey_after_time: float = REKEY_AFTER_TIME
     reject_after_time: float = REJECT_AFTER_TIME
     max_payload: int = MAX_PAYLOAD
+    #: Largest message :meth:`SecureChannel.send` accepts and a receiver reassembles from
+    #: DATA_MORE records; the default allows single-record messages only.
+    max_message: int = MAX_PAYLOAD
     answer_key_query: bool = True
 
 
@@ -381,6 +386,8 @@ class SecureChannel:
         self._close_sent = False
         self._close_received = False
         self._key_queried = False
+        self._partial: list[bytes] = []
+        self._partial_len = 0
         self.remote_static: bytes | None = None
         self.peer: PeerInfo | None = None
         self.handshake_hash = b""
@@ -547,8 +554,8 @@ class SecureChannel:
             ok = self.initiator and length <= _MAX_RESPONSE_BODY
         elif rtype == COOKIE_REPLY:
             ok = self.initiator and length == COOKIE_REPLY_LEN
-        elif rtype == DATA:
-            ok = (
+        elif rtype in (DATA, DATA_MORE):
+            ok = (rtype == DATA or self.config.max_message > self.config.max_payload) and (
                 8 + TAGLEN
                 <= length
                 <= min(_MAX_TRANSPORT_BODY, 8 + self.config.max_payload + TAGLEN)
@@ -565,7 +572,7 @@ class SecureChannel:
     def _record(self, rtype: int, record: memoryview, now: float, events: list[Event]) -> None:
         if rtype == KEY_QUERY:
             self._key_query()
-        elif rtype in (DATA, KEY_UPDATE, CLOSE):
+        elif rtype in (DATA, DATA_MORE, KEY_UPDATE, CLOSE):
             if self._state not in (_OPEN, _CLOSING) or self._recv is None:
                 raise RemoteProtocolError("transport record before the handshake completed")
             self._transport_record(rtype, record, now, events)
@@ -715,13 +722,26 @@ class SecureChannel:
         self.stats.records_received += 1
         if rtype == DATA:
             self.stats.bytes_received += len(plaintext)
+            if self._partial:
+                self._partial.append(plaintext)
+                plaintext = b"".join(self._partial)
+                self._partial = []
+                self._partial_len = 0
             events.append(Message(plaintext))
+        elif rtype == DATA_MORE:
+            self.stats.bytes_received += len(plaintext)
+            self._partial_len += len(plaintext)
+            if self._partial_len + TAGLEN > self.config.max_message:
+                raise RemoteProtocolError("message longer than the agreed maximum")
+            self._partial.append(plaintext)
         elif rtype == KEY_UPDATE:
             recv.cipher.rekey()
             recv.since_rekey = 0
             recv.key_time = now
             self.stats.rekeys_received += 1
         else:  # CLOSE
+            if self._partial:
+                raise RemoteProtocolError("close record inside a multi-record message")
             self._close_received = True
             events.append(CloseReceived())
             if self._close_sent:
@@ -754,15 +774,28 @@ class SecureChannel:
             self.stats.rekeys_sent += 1
 
     def send(self, data: bytes | bytearray | memoryview, now: float = 0.0) -> None:
-        """Queue one application message (at most ``config.max_payload`` bytes)."""
+        """Queue one application message: at most ``config.max_payload`` bytes in one DATA
+        record, or up to ``config.max_message`` bytes as DATA_MORE records and a final DATA
+        (both ends must allow it; the receiver checks the total)."""
         self._check_usable()
         if self._state != _OPEN or self._close_sent:
             raise LocalProtocolError("send() needs an open channel")
-        if len(data) > self.config.max_payload:
-            raise LocalProtocolError(f"message of {len(data)} bytes exceeds the record limit")
-        self._maybe_rekey(now)
-        self._out.append(self._seal(DATA, data))
-        self.stats.bytes_sent += len(data)
+        n = len(data)
+        step = self.config.max_payload
+        if n <= step:
+            self._maybe_rekey(now)
+            self._out.append(self._seal(DATA, data))
+        elif n <= self.config.max_message:
+            with memoryview(data) as view:
+                for off in range(0, n, step):
+                    self._maybe_rekey(now)
+                    last = off + step >= n
+                    self._out.append(
+                        self._seal(DATA if last else DATA_MORE, view[off : off + step])
+                    )
+        else:
+            raise LocalProtocolError(f"message of {n} bytes exceeds the record limit")
+        self.stats.bytes_sent += n
 
     def send_stream(self, data: bytes | bytearray | memoryview, now: float = 0.0) -> None:
         """Queue ``data`` as consecutive full-size records (bulk transfers)."""
