@@ -64,9 +64,11 @@ FRAME = struct.Struct("<BBHI")  # kind, op, flags, call_id
 HANDLE_LEN = 24
 MAX_NAME = 255
 MAX_TEXT = 4096
-#: File data per READ/WRITE call: fits one secure-channel record with the frame header.
-MAX_CHUNK = 65536 - 1024
-MAX_MESSAGE = 65519  # a secure-channel record's payload limit
+#: File data per READ/WRITE call. A frame larger than one secure-channel record (65519 bytes)
+#: travels as DATA_MORE records plus a final DATA record; fewer, larger calls cost less
+#: per byte in every process on the way.
+MAX_CHUNK = (256 << 10) - 1024
+MAX_MESSAGE = (256 << 10) + 4096  # the largest frame; the channel's max_message
 MAX_ENTRIES = 4096
 
 #: ino, mode, nlink, uid, gid, size, atime_ns, mtime_ns, ctime_ns, rdev, blocks, blksize, dev

@@ -54,7 +54,7 @@ __all__ = [
     "parse_url",
 ]
 
-WINDOW = 32  # chunk calls in flight per read/write
+WINDOW = 16  # chunk calls in flight per read/write
 ATTR_TTL = 1.0
 DEFAULT_PORT = 7339
 _T = TypeVar("_T")
@@ -119,6 +119,7 @@ class AsyncShareClient:
             psk=self.psk,
             hello=sp.encode_hello(self.export),
             timeout=self.timeout,
+            max_message=sp.MAX_MESSAGE,
         )
         try:
             version, status, writable, root, message = sp.decode_welcome(welcome)

@@ -50,7 +50,7 @@ __all__ = ["Export", "ShareServer", "audit"]
 
 audit = logging.getLogger("burrow.share.audit")
 MAX_IN_FLIGHT = 64  # calls per connection being worked on
-MAX_WORKER_PENDING = 512  # calls queued at one export's worker, all connections together
+MAX_WORKER_PENDING = 256  # calls queued at one export's worker, all connections together
 _HANDLE_LABEL = b"burrow share handle key v1"
 _CALL_ID = struct.Struct("<I")  # the call id inside a frame header, at offset 4
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -207,6 +207,8 @@ def spawn_worker(
 ) -> tuple[socket.socket, subprocess.Popen[bytes]]:
     """Start ``python -m burrow.share.worker`` with one end of a socketpair."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for sock in (ours, theirs):  # a frame is one datagram: room for the largest one
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * sp.MAX_MESSAGE)
     cmd = [
         sys.executable,
         "-m",
@@ -251,6 +253,7 @@ class ShareServer:
         self.no_network = no_network
         self._handle_key = hash_(_HANDLE_LABEL + key.private)
         self._conns: dict[Channel, _Conn] = {}
+        channel_options.setdefault("max_message", sp.MAX_MESSAGE)
         self.channel = ChannelServer(
             key=key,
             authorize=self._authorize,
