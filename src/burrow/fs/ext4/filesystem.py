@@ -233,6 +233,7 @@ class Ext4Filesystem(vfs.Filesystem):
         )
         self._gd_cache: dict[int, GroupDesc] = {}
         self._runs_cached = 0  # total runs held by _runs_cache
+        self._block_reads = 0  # metadata blocks read from the device (cache misses)
         # batch inode decoding reads inode tables directly: only when read_raw_inode is ours
         self._batch_inodes = type(self).read_raw_inode is Ext4Filesystem.read_raw_inode
         self.journal_replayed = 0  # transactions replayed into memory at open
@@ -410,6 +411,7 @@ class Ext4Filesystem(vfs.Filesystem):
             raise CorruptImage(structure, where, f"block {blk} outside the filesystem")
         bs = self.block_size
         data = self.dev.pread(bs, blk * bs)
+        self._block_reads += 1
         cache[blk] = data
         if len(cache) > MAX_BLOCK_CACHE:
             cache.popitem(last=False)
@@ -1417,6 +1419,17 @@ class Ext4Filesystem(vfs.Filesystem):
             ),
             extra=extra,
         )
+
+    def statistics(self) -> dict[str, object]:
+        """Cache occupancy and metadata reads, for monitoring and tests."""
+        return {
+            "metadata_block_reads": self._block_reads,
+            "block_cache": len(self._block_cache),
+            "inode_cache": len(self._inode_cache),
+            "mapped_files": len(self._runs_cache),
+            "mapped_runs": self._runs_cached,
+            "journal_replayed_transactions": self.journal_replayed,
+        }
 
     def close(self) -> None:
         self.invalidate_all()
