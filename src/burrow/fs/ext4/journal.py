@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["JournalOverlay", "replay"]
 
 _MAGIC = od.JBD2_MAGIC_NUMBER.to_bytes(4, "big")
+# the overlay lives in memory: refuse to hold more distinct blocks than this (4 GiB at 4 KiB;
+# mke2fs makes journals of at most 1 GiB)
+MAX_REPLAY_BLOCKS = 1 << 20
 
 
 class JournalOverlay(BlockDevice):
@@ -263,6 +266,10 @@ class _Journal:
                         if flags & od.JBD2_FLAG_ESCAPE:
                             content = _MAGIC + content[4:]
                         overlay[target] = content
+                        if len(overlay) > MAX_REPLAY_BLOCKS:
+                            raise Unsupported(
+                                "journal replay", f"more than {MAX_REPLAY_BLOCKS} blocks in memory"
+                            )
                 else:
                     for _ in tags:
                         blk = self.wrap(blk + 1)
