@@ -274,12 +274,21 @@ class PathFS:
                 raise NotFound(path=path)
             return r.ino
 
-    def _parent_and_name(self, path: str) -> tuple[int, str]:
+    def _parent_and_name(
+        self, path: str, *, dots: type[FilesystemError] = InvalidOperation
+    ) -> tuple[int, str]:
         """Directory and name for creating or removing ``path``'s last component (not
-        following a final symlink). Refuses the root and names ending in ``.``/``..``."""
-        last = path.rstrip("/").rsplit("/", 1)[-1]
+        following a final symlink). Refuses the root, and a last component ``.``/``..`` with
+        ``dots`` (the kernel's errno for the operation: EEXIST when creating, EISDIR for
+        unlink, EINVAL otherwise) once the directories before it resolved, as the kernel."""
+        stripped = path.rstrip("/")
+        head, _, last = stripped.rpartition("/")
         if last in (".", "..") and path.strip("/"):
-            raise InvalidArgument(f"invalid last path component {last!r}", path=path)
+            if head or stripped.startswith("/"):
+                self._dir_ino(head or "/")  # NotFound / NotADirectory first, as the kernel
+            if dots is InvalidOperation:
+                raise InvalidOperation(f"invalid last path component {last!r}", path=path)
+            raise dots(path=path)
         r = self._walk(path.rstrip("/") or "/", False)
         if not r.name:
             raise InvalidOperation("cannot use the root directory here", path=path)
@@ -437,11 +446,15 @@ class PathFS:
             if parents:
                 self._make_parents(path)
             try:
-                parent, name = self._parent_and_name(path)
+                parent, name = self._parent_and_name(path, dots=Exists)
             except InvalidOperation:  # the root
                 if exist_ok:
                     return
                 raise Exists(path=path) from None
+            except Exists:  # "." or ".."
+                if exist_ok and self.is_dir(path):
+                    return
+                raise
             try:
                 self.fs.mkdir(parent, name, mode & 0o7777 & ~self.umask, self.uid, self.gid)
             except Exists:
@@ -450,18 +463,23 @@ class PathFS:
                 raise
 
     def _make_parents(self, path: str) -> None:
-        full = self.abspath(path)
-        head = posixpath.dirname(full)
-        missing: list[str] = []
-        while head != "/" and not self.lexists(head):
-            missing.append(head)
-            head = posixpath.dirname(head)
-        for d in reversed(missing):
+        """Make the missing directories before ``path``'s last component, walking the path
+        as written (``a/../b`` makes ``a``), like ``os.makedirs``."""
+        parts = path.rstrip("/").split("/")
+        prefix = "/" if path.startswith("/") else ""
+        for comp in parts[:-1]:
+            if not comp:
+                continue
+            prefix = prefix + comp if prefix.endswith("/") or not prefix else prefix + "/" + comp
+            if comp in (".", "..") or self.lexists(prefix):
+                if not self.is_dir(prefix):
+                    raise NotADirectory(path=prefix)
+                continue
             try:
-                parent, name = self._parent_and_name(d)
+                parent, name = self._parent_and_name(prefix)
                 self.fs.mkdir(parent, name, 0o777 & ~self.umask, self.uid, self.gid)
             except Exists:
-                if not self.is_dir(d):
+                if not self.is_dir(prefix):
                     raise
 
     def makedirs(self, path: str, mode: int = 0o777, exist_ok: bool = False) -> None:
@@ -475,7 +493,7 @@ class PathFS:
     def remove(self, path: str) -> None:
         """Remove a non-directory (``IsADirectory`` for a directory, as ``os.remove``)."""
         with _at(path):
-            parent, name = self._parent_and_name(path)
+            parent, name = self._parent_and_name(path, dots=IsADirectory)
             ino = self.fs.lookup(parent, name)
             if self.fs.getattr(ino).is_dir():
                 raise IsADirectory(path=path)
@@ -537,7 +555,7 @@ class PathFS:
     def symlink(self, target: str, path: str) -> None:
         """Make ``path`` a symbolic link to ``target`` (argument order of ``os.symlink``)."""
         with _at(path):
-            parent, name = self._parent_and_name(path)
+            parent, name = self._parent_and_name(path, dots=Exists)
             self.fs.symlink(parent, name, target, self.uid, self.gid)
 
     def link(self, src: str, dst: str, *, follow_symlinks: bool = True) -> None:
@@ -547,13 +565,13 @@ class PathFS:
             if self.fs.getattr(ino).is_dir():
                 raise NotPermitted("hard links to directories are not allowed", path=src)
         with _at(dst):
-            parent, name = self._parent_and_name(dst)
+            parent, name = self._parent_and_name(dst, dots=Exists)
             self.fs.link(ino, parent, name)
 
     def mknod(self, path: str, mode: int = 0o600 | _stat.S_IFREG, device: int = 0) -> None:
         """Make a device node, fifo, socket or empty file (``mode`` includes the type)."""
         with _at(path):
-            parent, name = self._parent_and_name(path)
+            parent, name = self._parent_and_name(path, dots=Exists)
             perm = _stat.S_IMODE(mode) & ~self.umask
             self.fs.mknod(parent, name, _stat.S_IFMT(mode) | perm, device, self.uid, self.gid)
 
