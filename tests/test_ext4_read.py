@@ -268,6 +268,12 @@ def test_special_names_and_kinds(images: dict[str, Path]) -> None:
         assert fs.read(fs.lookup(root, odd), 0, 100) == b"latin-1 name\n"
         assert fs.readlink(fs.lookup(root, "fast-link")) == "d1/d2/d3/d4/deep.txt"
         assert fs.readlink(fs.lookup(root, "slow-60")) == "t" * 60
+        for link in ("fast-link", "slow-60", "slow-link"):  # read() of a link: its target
+            ino = fs.lookup(root, link)
+            assert fs.read(ino, 0, 4096) == os.fsencode(fs.readlink(ino))
+            buf = bytearray(10)
+            assert fs.readinto(ino, 2, buf) == 10
+            assert bytes(buf) == os.fsencode(fs.readlink(ino))[2:12]
         assert fs.getattr(fs.lookup(root, "blk-new")).st_rdev == os.makedev(259, 70000)
         assert fs.getattr(fs.lookup(root, "chr-old")).st_rdev == os.makedev(4, 64)
         assert stat.S_ISFIFO(fs.getattr(fs.lookup(root, "fifo")).st_mode)

@@ -870,7 +870,12 @@ class Ext4Filesystem(vfs.Filesystem):
         node = self.inode(ino)
         if _stat.S_ISDIR(node.mode):
             raise IsADirectory(f"inode {ino} is a directory")
-        return self._readinto(node, offset, memoryview(buf).cast("B"))
+        mv = memoryview(buf).cast("B")
+        if _stat.S_ISLNK(node.mode):  # a fast symlink's i_block is text, not a block map
+            data = self._readlink_bytes(node)[offset : offset + len(mv)] if offset >= 0 else b""
+            mv[: len(data)] = data
+            return len(data)
+        return self._readinto(node, offset, mv)
 
     def _readinto(self, node: Inode, offset: int, mv: memoryview) -> int:
         size = node.size
@@ -925,6 +930,8 @@ class Ext4Filesystem(vfs.Filesystem):
             from burrow.errors import InvalidArgument
 
             raise InvalidArgument("negative offset or length")
+        if _stat.S_ISLNK(node.mode):  # a fast symlink's i_block is text, not a block map
+            return self._readlink_bytes(node)[offset : offset + n]
         n = max(0, min(n, node.size - offset))
         if n == 0:
             return b""
