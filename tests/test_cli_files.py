@@ -462,3 +462,27 @@ def test_copy_out_goes_on_past_a_failing_entry(ro_disk: Path, tmp_path: Path) ->
     lines = proc.stderr.decode().splitlines()
     assert len(lines) == 1 and "etc/hostname" in lines[0], lines
     assert (out / "etc" / "os-release").read_text().startswith("PRETTY_NAME")  # the rest came
+
+
+@pytest.mark.tool("qemu-img")
+def test_qcow2_overlay_on_a_backing_file(rw_disk: Path, tmp_path: Path) -> None:
+    top = tmp_path / "top.qcow2"
+    run(["qemu-img", "create", "-f", "qcow2", "-b", str(rw_disk), "-F", "raw", top])
+    base_before = rw_disk.read_bytes()
+    info = json.loads(burrow_cli("info", "--json", str(top)).stdout)
+    assert info["format"] == "qcow2"
+    assert [b["filename"] for b in info["backing_chain"]] == [str(rw_disk)]
+    assert info["backing_chain"][0]["format"] == "raw"
+    assert burrow_cli("cat", f"{top}:/etc/hostname").stdout == b"testhost\n"
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(5 * MiB))
+    burrow_cli("cp", str(blob), f"{top}@ESP:/copy.bin")
+    burrow_cli("rm", f"{top}:/etc/hostname")
+    assert rw_disk.read_bytes() == base_before  # writes land in the top image only
+    run(["qemu-img", "check", top])
+    flat = tmp_path / "flat.raw"
+    run(["qemu-img", "convert", "-O", "raw", top, flat])
+    assert burrow_cli("ls", f"{flat}:/etc").stdout.decode().split().count("hostname") == 0
+    assert burrow_cli("cat", f"{flat}@ESP:/copy.bin").stdout == blob.read_bytes()
+    run(["fsck.fat", "-n", esp_part(flat, tmp_path)])
+    e2fsck_clean(root_part(flat, tmp_path))
