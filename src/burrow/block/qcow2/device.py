@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from burrow.block.device import BlockDevice, Extent, ExtentFlags
+from burrow.block.device import BlockDevice, Extent, ExtentFlags, check_range
 from burrow.block.qcow2.backing import open_backing
 from burrow.block.qcow2.compressed import compressed_extent, compressed_host_range, inflate
 from burrow.block.qcow2.header import (
@@ -79,6 +79,7 @@ class Qcow2Device(BlockDevice):
     """A qcow2 image. ``statistics()`` reports metadata reads and cache behaviour."""
 
     can_extents = True
+    can_cache = True
 
     def __init__(
         self,
@@ -785,6 +786,17 @@ class Qcow2Device(BlockDevice):
             self._writeback()
 
     # -- misc ---------------------------------------------------------------------------------
+    def cache(self, n: int, offset: int) -> None:
+        """NBD_CMD_CACHE: load the L2 tables covering the range (up to the cache's size)."""
+        check_range(self._size, n, offset)
+        if not n:
+            return
+        span = self._l2_entries << self._cb
+        first, last = offset // span, (offset + n - 1) // span
+        with self._lock:
+            for l1i in range(first, min(last + 1, first + self._l2.capacity)):
+                self._l2_read(l1i)
+
     def statistics(self) -> dict[str, object]:
         with self._lock:
             out: dict[str, object] = {
