@@ -699,3 +699,26 @@ def test_bad_checksums_refused_unless_ignored(tmp_path: Path) -> None:
         with pytest.raises(CorruptImage):
             fs.setxattr(fs.lookup(fs.root_ino, "f"), "user.x", b"1")
         fs.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("BURROW_SOAK"), reason="soak: make soak (BURROW_SOAK=1)")
+def test_large_dir_three_level_htree(tmp_path: Path) -> None:
+    """With large_dir on 1 KiB blocks and long names the index grows to three levels."""
+    from burrow.fs.ext4.mkfs import mkfs
+
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(200 << 20)
+    with RawDevice(img, readonly=False) as dev:
+        mkfs(dev, block_size=1024, features="large_dir", inode_ratio=2048)
+    with writable(img) as fs:
+        d = fs.mkdir(fs.root_ino, "d", 0o755)
+        for i in range(60_000):
+            fs.create(d, f"{i:06d}-" + "L" * 200, 0o644)
+    fsck(img)
+    out = subprocess.run(["debugfs", "-R", "htree /d", str(img)], capture_output=True, text=True)
+    assert "Indirect levels: 2" in out.stdout
+    with readable(img) as fs:
+        d = fs.lookup(fs.root_ino, "d")
+        assert fs.lookup(d, "012345-" + "L" * 200)
