@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -786,3 +787,72 @@ def test_replies_leave_out_of_order(tmp_path: Path) -> None:
     assert got[16 : 16 + 4096] == b"\x02" * 4096
     assert second == (0x67446698, 0, 1)
     assert got[32 + 4096 :] == b"\x00" * 4096
+
+
+@pytest.mark.root
+@pytest.mark.fuse
+@pytest.mark.tool("nbdfuse", "mkfs.ext4", "e2fsck", "fusermount3")
+def test_kernel_reads_and_mkfs_writes_through_nbdfuse(tmp_path: Path) -> None:
+    """libnbd's nbdfuse turns the export into a file: the kernel loop-mounts the ext4 inside
+    it (reads), and mkfs.ext4 formats a second export through it (writes, checked by e2fsck
+    on the image burrow wrote)."""
+    import time
+
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("kernel-read-me\n")
+    fs = tmp_path / "fs.img"
+    run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(fs), "16M"])
+    blank = tmp_path / "blank.img"
+    with open(blank, "wb") as f:
+        f.truncate(32 * MiB)
+
+    def fuse_file(uri: str, name: str, *, readonly: bool) -> tuple[subprocess.Popen[bytes], Path]:
+        mnt = tmp_path / f"mnt-{name}"
+        mnt.mkdir()
+        pidfile = tmp_path / f"{name}.pid"
+        cmd = ["nbdfuse", *(["-r"] if readonly else []), "-P", str(pidfile), f"{mnt}/disk", uri]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(500):
+            if pidfile.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        if not pidfile.exists():
+            proc.kill()
+            proc.wait()
+            pytest.skip("nbdfuse could not mount here")
+        return proc, mnt
+
+    def unmount(proc: subprocess.Popen[bytes], mnt: Path) -> None:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    from burrow.nbd.server import Export
+
+    with RawDevice(fs) as ro, RawDevice(blank, readonly=False) as rw:
+        exports = [Export(ro, name="fs"), Export(rw, name="blank")]
+        with serving(exports, tmp_path) as srv:
+            sock = srv.server._unix_paths[0]
+            proc, mnt = fuse_file(f"nbd+unix:///fs?socket={sock}", "fs", readonly=True)
+            try:
+                target = tmp_path / "kernel"
+                target.mkdir()
+                run(["mount", "-o", "ro,loop", str(mnt / "disk"), str(target)])
+                try:
+                    assert (target / "etc" / "hostname").read_text() == "kernel-read-me\n"
+                finally:
+                    subprocess.run(["umount", str(target)], capture_output=True)
+            finally:
+                unmount(proc, mnt)
+            proc, mnt = fuse_file(f"nbd+unix:///blank?socket={sock}", "blank", readonly=False)
+            try:
+                run(["mkfs.ext4", "-q", "-F", "-L", "via-nbd", str(mnt / "disk")])
+            finally:
+                unmount(proc, mnt)
+    run(["e2fsck", "-fn", str(blank)])
+    label = run(["e2label", str(blank)]).stdout.strip() if shutil.which("e2label") else "via-nbd"
+    assert label == "via-nbd"
