@@ -328,11 +328,25 @@ def test_info_and_statfs_equal_debugfs_stats(images: dict[str, Path], variant: s
     assert info.fstype == VARIANTS[variant][0]
     assert info.uuid == s["Filesystem UUID"]
     assert sorted(info.features) == sorted(s["Filesystem features"].split())
-    assert sf.f_blocks == int(s["Block count"])
-    assert sf.f_bfree == int(s["Free blocks"])
+    assert info.extra["blocks_count"] == int(s["Block count"])
+    assert info.extra["free_blocks"] == int(s["Free blocks"])
+    assert info.extra["free_inodes"] == int(s["Free inodes"])
+    assert info.extra["inodes_count"] == sf.f_files == int(s["Inode count"])
+    assert info.extra["block_size"] == sf.f_bsize == int(s["Block size"])
+    assert sf.f_bfree == int(s["Free blocks"])  # clean image: descriptors agree with sb
     assert sf.f_ffree == int(s["Free inodes"])
-    assert sf.f_files == int(s["Inode count"])
-    assert sf.f_bsize == int(s["Block size"])
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_statfs_equals_kernel_statvfs(images: dict[str, Path], variant: str) -> None:
+    """f_blocks without metadata overhead, f_bavail less reserves: as the kernel's df."""
+    with _open(images[variant]) as fs:
+        sf = fs.statfs()
+    with loop_mount(images[variant]) as mnt:
+        k = os.statvfs(mnt)
+    mine = (sf.f_bsize, sf.f_blocks, sf.f_bfree, sf.f_bavail, sf.f_files, sf.f_ffree)
+    assert mine == (k.f_frsize, k.f_blocks, k.f_bfree, k.f_bavail, k.f_files, k.f_ffree)
 
 
 def test_probe_and_write_refusal(images: dict[str, Path]) -> None:

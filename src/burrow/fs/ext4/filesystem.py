@@ -1364,18 +1364,64 @@ class Ext4Filesystem(vfs.Filesystem):
 
     # ------------------------------------------------------------------ fs-wide -----------
     def statfs(self) -> vfs.StatFS:
+        """The figures the kernel's ``ext4_statfs`` reports: ``f_blocks`` without the
+        metadata overhead, free counts summed over the group descriptors, ``f_bavail`` less
+        the reserved blocks and (with extents) the kernel's 2%/4096-cluster reserve."""
         bs = self.block_size
-        free = self.free_blocks_count
+        ratio = self.cluster_size // bs
+        free_clusters = free_inodes = 0
+        for g in range(self.group_count):
+            gd = self.group_desc(g)
+            free_clusters += gd.free_blocks
+            free_inodes += gd.free_inodes
+        bfree = free_clusters * ratio
+        resv = 0
+        if self.has_extents:
+            resv = min((self.blocks_count // ratio) // 50, 4096) * ratio
+        reserved = self.r_blocks_count + resv
         return vfs.StatFS(
             f_bsize=bs,
             f_frsize=bs,
-            f_blocks=self.blocks_count,
-            f_bfree=free,
-            f_bavail=max(0, free - self.r_blocks_count),
+            f_blocks=max(0, self.blocks_count - self.overhead_clusters() * ratio),
+            f_bfree=bfree,
+            f_bavail=bfree - reserved if bfree >= reserved else 0,
             f_files=self.inodes_count,
-            f_ffree=self.sb.s_free_inodes_count,
+            f_ffree=free_inodes,
             f_namemax=od.EXT4_NAME_LEN,
         )
+
+    def overhead_clusters(self) -> int:
+        """Clusters taken by metadata, as ``ext4_calculate_overhead`` counts them: blocks
+        before s_first_data_block, each group's superblock backup, descriptor and reserved
+        GDT blocks, bitmaps and inode table, and the internal journal. With bigalloc the
+        superblock's ``s_overhead_clusters`` is used when set (as the kernel does)."""
+        sb = self.sb
+        ratio = self.cluster_size // self.block_size
+        if self.bigalloc and 0 < sb.s_overhead_clusters <= self.blocks_count:
+            return int(sb.s_overhead_clusters)
+        itb = -(-self.inodes_per_group * self.inode_size // self.block_size)
+        gdb_count = -(-self.group_count // self.descs_per_block)
+        dpb = self.descs_per_block
+        total = self.first_data_block // ratio
+        for g in range(self.group_count):
+            has_super = 1 if self.group_has_super(g) else 0
+            metagroup = g // dpb
+            if not self.has_meta_bg or metagroup < sb.s_first_meta_bg:
+                nometa = sb.s_first_meta_bg if self.has_meta_bg else gdb_count
+                gdb = nometa if has_super else 0
+            else:
+                first = metagroup * dpb
+                gdb = 1 if g in (first, first + 1, first + dpb - 1) else 0
+            reserved_gdt = sb.s_reserved_gdt_blocks if has_super else 0
+            total += has_super + gdb + reserved_gdt + itb + 2
+        if self.feature_compat & od.COMPAT_HAS_JOURNAL and sb.s_journal_inum:
+            try:
+                journal = self.inode(sb.s_journal_inum)
+            except CorruptImage:
+                journal = None
+            if journal is not None:
+                total += -(-(journal.size // self.block_size) // ratio)
+        return int(total)
 
     def fstype(self) -> str:
         if self.feature_incompat & ~(
