@@ -267,3 +267,28 @@ def test_burrow_tools_work_on_an_nbd_export(tmp_path: Path) -> None:
         )
         assert ls.returncode == 0 and "hostname" in ls.stdout
         assert stop(proc) == 0
+
+
+@pytest.mark.tool("qemu-img", "qemu-io")
+def test_writes_into_a_served_qcow2_leave_a_clean_image(tmp_path: Path) -> None:
+    img = tmp_path / "disk.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "16M"])
+    with burrow_serve(str(img), "--socket", str(tmp_path / "q.sock")) as (uri, proc):
+        run(["qemu-io", "-f", "raw", "-c", "write -P 0x77 1M 3M", "-c", "write -z 2M 64k", uri])
+        assert stop(proc) == 0  # SIGTERM: flush and close the qcow2 engine
+    run(["qemu-img", "check", str(img)])
+    run(
+        [
+            "qemu-io",
+            "-r",
+            "-f",
+            "qcow2",
+            "-c",
+            "read -P 0x77 1M 1M",
+            "-c",
+            "read -P 0 2M 64k",
+            "-c",
+            "read -P 0x77 2162688 1982464",
+            str(img),
+        ]
+    )
