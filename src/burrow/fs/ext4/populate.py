@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from burrow.errors import BurrowError, Exists, UsageError
+from burrow.errors import BurrowError, Exists, IOFailure, UsageError
 from burrow.fs import vfs
 
 __all__ = ["Populator", "populate"]
@@ -78,40 +78,53 @@ class Populator:
         self._finish()
 
     def _walk(self, path: str, dir_ino: int, links: dict[tuple[int, int], int], depth: int) -> None:
-        fs = self.fs
         if depth > 4096:
             raise UsageError(f"{path}: directory tree too deep")
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise IOFailure(f"{path}: {exc.strerror}", path=path) from exc
         for e in entries:
-            st = e.stat(follow_symlinks=False)
-            mode = st.st_mode
-            uid, gid = self.ids(st.st_uid, st.st_gid)
-            key = (st.st_dev, st.st_ino)
-            if not stat.S_ISDIR(mode) and st.st_nlink > 1 and key in links:
-                fs.link(links[key], dir_ino, e.name)
-                continue
-            if stat.S_ISDIR(mode):
-                ino = self._mkdir(dir_ino, e.name, mode, uid, gid)
-                self._xattrs(ino, _host_xattrs(e.path))
-                self._walk(e.path, ino, links, depth + 1)
-                self._dir_attrs.append((ino, mode, uid, gid, st.st_atime_ns, st.st_mtime_ns))
-                continue
-            if stat.S_ISREG(mode):
-                ino = fs.create(dir_ino, e.name, mode & 0o7777, uid, gid)
-                _copy_file(fs, ino, e.path, st.st_size)
-            elif stat.S_ISLNK(mode):
-                ino = fs.symlink(dir_ino, e.name, os.readlink(e.path), uid, gid)
-            else:
-                ino = fs.mknod(dir_ino, e.name, mode, st.st_rdev, uid, gid)
+            try:
+                self._entry(e, dir_ino, links, depth)
+            except OSError as exc:
+                if isinstance(exc, BurrowError):
+                    raise
+                raise IOFailure(f"{e.path}: {exc.strerror}", path=e.path) from exc
+
+    def _entry(
+        self, e: os.DirEntry[str], dir_ino: int, links: dict[tuple[int, int], int], depth: int
+    ) -> None:
+        fs = self.fs
+        st = e.stat(follow_symlinks=False)
+        mode = st.st_mode
+        uid, gid = self.ids(st.st_uid, st.st_gid)
+        key = (st.st_dev, st.st_ino)
+        if not stat.S_ISDIR(mode) and st.st_nlink > 1 and key in links:
+            fs.link(links[key], dir_ino, e.name)
+            return
+        if stat.S_ISDIR(mode):
+            ino = self._mkdir(dir_ino, e.name, mode, uid, gid)
             self._xattrs(ino, _host_xattrs(e.path))
-            if not stat.S_ISLNK(mode):
-                fs.setattr(ino, mode=mode & 0o7777, atime_ns=st.st_atime_ns,
-                           mtime_ns=st.st_mtime_ns)  # fmt: skip
-            else:
-                fs.setattr(ino, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
-            if st.st_nlink > 1:
-                links[key] = ino
+            self._walk(e.path, ino, links, depth + 1)
+            self._dir_attrs.append((ino, mode, uid, gid, st.st_atime_ns, st.st_mtime_ns))
+            return
+        if stat.S_ISREG(mode):
+            ino = fs.create(dir_ino, e.name, mode & 0o7777, uid, gid)
+            _copy_file(fs, ino, e.path, st.st_size)
+        elif stat.S_ISLNK(mode):
+            ino = fs.symlink(dir_ino, e.name, os.readlink(e.path), uid, gid)
+        else:
+            ino = fs.mknod(dir_ino, e.name, mode, st.st_rdev, uid, gid)
+        self._xattrs(ino, _host_xattrs(e.path))
+        if not stat.S_ISLNK(mode):
+            fs.setattr(ino, mode=mode & 0o7777, atime_ns=st.st_atime_ns,
+                       mtime_ns=st.st_mtime_ns)  # fmt: skip
+        else:
+            fs.setattr(ino, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
+        if st.st_nlink > 1:
+            links[key] = ino
 
     # -- tar archives ----------------------------------------------------------------------
     def from_tar(self, path: str) -> None:
@@ -226,6 +239,7 @@ def _copy_file(fs: vfs.Filesystem, ino: int, path: str, size: int) -> None:
     if size == 0:
         return
     fd = os.open(path, os.O_RDONLY)
+    written = 0
     try:
         pos = 0
         while pos < size:
@@ -240,10 +254,11 @@ def _copy_file(fs: vfs.Filesystem, ino: int, path: str, size: int) -> None:
                     break
                 fs.write(ino, start, chunk)
                 start += len(chunk)
+                written = start
             pos = end
     finally:
         os.close(fd)
-    if fs.getattr(ino).st_size != size:
+    if written != size:
         fs.setattr(ino, size=size)
 
 
