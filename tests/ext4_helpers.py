@@ -224,9 +224,12 @@ def kernel_snapshot(mnt: Path) -> dict[bytes, dict[str, Any]]:
     out: dict[bytes, dict[str, Any]] = {}
     base = os.fsencode(mnt)
     for dirpath, dirnames, filenames in os.walk(base):
-        for name in [*dirnames, *filenames]:
+        names = [*dirnames, *filenames]
+        if dirpath == base:
+            names.append(b".")  # the root directory itself, as b""
+        for name in names:
             full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, base)
+            rel = os.path.relpath(full, base) if name != b"." else b""
             st = os.lstat(full)
             rec: dict[str, Any] = {
                 "mode": st.st_mode,
@@ -280,7 +283,10 @@ def burrow_snapshot(fs: vfs.Filesystem) -> dict[bytes, dict[str, Any]]:
     stack: list[tuple[int, bytes]] = [(fs.root_ino, b"")]
     while stack:
         ino, prefix = stack.pop()
-        for ent in fs.readdir(ino):
+        entries = list(fs.readdir(ino))
+        if ino == fs.root_ino and not prefix:  # the root directory itself, as b""
+            entries.append(vfs.DirEntry("", ino, stat.S_IFDIR))
+        for ent in entries:
             rel = prefix + vfs.encode_name(ent.name)
             st = fs.getattr(ent.ino)
             assert ent.mode == 0 or ent.mode == stat.S_IFMT(st.st_mode), rel
@@ -303,7 +309,7 @@ def burrow_snapshot(fs: vfs.Filesystem) -> dict[bytes, dict[str, Any]]:
             elif stat.S_ISREG(st.st_mode):
                 rec["digest"] = _digest_file(lambda o, n, i=ent.ino: fs.read(i, o, n), st.st_size)
             out[rel] = rec
-            if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode) and rel:
                 stack.append((ent.ino, rel + b"/"))
     return out
 
