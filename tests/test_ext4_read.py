@@ -722,6 +722,16 @@ def test_casefold_lookup(tmp_path: Path) -> None:
             assert fs.lookup(cf, name.upper()) == ino
             assert fs.lookup(cf, name.lower()) == ino
         assert fs.lookup(cf, "STRASSE") == exact["straße"]
+        # the index is searched with the hash of the folded name (no fallback scan needed)
+        assert "Indirect levels" in debugfs(image, "htree /cf")
+        nblocks = fs.getattr(cf).st_size // fs.block_size
+        for name in ("HELLO", "äöü-file", "NAME-150"):
+            fs.invalidate_all()
+            fs._runs(fs.inode(cf))
+            before = fs.statistics()["metadata_block_reads"]
+            assert fs.lookup(cf, name) > 0
+            reads = fs.statistics()["metadata_block_reads"] - before  # type: ignore[operator]
+            assert reads <= 3 < nblocks
         with pytest.raises(NotFound):
             fs.lookup(plain, "hello")  # only +F directories fold case
         assert fs.lookup(plain, "Hello") > 0

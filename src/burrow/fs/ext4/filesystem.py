@@ -34,7 +34,7 @@ import stat as _stat
 import struct
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -187,9 +187,26 @@ def _acl_to_xattr(value: bytes, where: int) -> bytes:
     return bytes(out)
 
 
-def _casefold(name: bytes) -> str:
-    text = name.decode("utf-8", "surrogateescape")
+def _casefold(name: bytes) -> str | None:
+    """The kernel's ``utf8_casefold`` (NFD + full case folding), approximated with Python's
+    Unicode tables; None for names that are not valid UTF-8 (the kernel compares those as
+    bytes)."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
+
+
+def _casefold_match(want: str | None, raw: bytes) -> Callable[[bytes], bool]:
+    if want is None:
+        return raw.__eq__
+
+    def match(name: bytes) -> bool:
+        folded = _casefold(name)
+        return name == raw if folded is None else folded == want
+
+    return match
 
 
 class Ext4Filesystem(vfs.Filesystem):
@@ -1119,17 +1136,26 @@ class Ext4Filesystem(vfs.Filesystem):
             raise NameTooLong(f"name longer than {od.EXT4_NAME_LEN} bytes", path=name)
         if not raw or b"/" in raw or b"\0" in raw:
             raise NotFound(name)
-        if node.flags & od.EXT4_CASEFOLD_FL and self.has_casefold:
-            want = _casefold(raw)
-            for n, ino, _ft in self._iter_dir(node):
-                if _casefold(n) == want:
-                    return ino
-            raise NotFound(name)
-        if (
+        indexed = (
             node.flags & od.EXT4_INDEX_FL
             and self.has_dir_index
             and not node.flags & od.EXT4_INLINE_DATA_FL
-        ):
+        )
+        if node.flags & od.EXT4_CASEFOLD_FL and self.has_casefold:
+            # the index hashes the folded name; a miss falls back to a scan in case Python's
+            # Unicode tables fold some character differently from the kernel's
+            want = _casefold(raw)
+            match = _casefold_match(want, raw)
+            if indexed:
+                hashed = want.encode("utf-8") if want is not None else raw
+                found = self._dx_lookup(node, raw, hashed, match)
+                if found is not None:
+                    return found
+            for n, ino, _ft in self._iter_dir(node):
+                if match(n):
+                    return ino
+            raise NotFound(name)
+        if indexed:
             found = self._dx_lookup(node, raw)
         else:
             found = None
@@ -1185,7 +1211,15 @@ class Ext4Filesystem(vfs.Filesystem):
                 raise CorruptImage("dx_entry", where + off, f"dir {node.ino}: unsorted hashes")
         return out
 
-    def _dx_lookup(self, node: Inode, raw: bytes) -> int | None:
+    def _dx_lookup(
+        self,
+        node: Inode,
+        raw: bytes,
+        hashed: bytes | None = None,
+        match: Callable[[bytes], bool] | None = None,
+    ) -> int | None:
+        """Find ``raw`` through the htree index (``hashed``: the bytes to hash, ``match``: the
+        name comparison; both differ from ``raw`` in casefolded directories)."""
         bs = self.block_size
         root, rblk = self._dir_block(node, 0)
         where = rblk * bs
@@ -1200,7 +1234,8 @@ class Ext4Filesystem(vfs.Filesystem):
         version = info.hash_version
         if version <= od.DX_HASH_TEA:
             version += self.hash_unsigned
-        h, _minor = dirhash(raw, version, self.hash_seed)
+        h, _minor = dirhash(raw if hashed is None else hashed, version, self.hash_seed)
+        same = raw.__eq__ if match is None else match
         # descend, remembering the path for the collision walk
         path: list[tuple[list[tuple[int, int]], int]] = []
         entries = self._dx_entries(root, 24 + 8, rblk, node, True)
@@ -1226,7 +1261,7 @@ class Ext4Filesystem(vfs.Filesystem):
             data, blk = self._dir_block(node, lblk)
             end = self._leaf_end(data, blk, node)
             for n, ino, _ft in self._parse_dirents(data, 0, end, blk * bs, node.ino):
-                if n == raw:
+                if same(n):
                     return ino
             # ext4_htree_next_block: continue while the next leaf may hold this hash
             nxt = self._dx_next(node, path)
