@@ -56,7 +56,7 @@ def _open_with_disk_api(
     if block:
         from burrow.fuse.blockfile import BlockFileOperations
 
-        disk = Disk(image, writable=not readonly, format=image_format)
+        disk = Disk(image, writable=not readonly, format=image_format, overlay_file=True)
         try:
             dev = disk.device(disk.select(part)) if part else disk.block
         except BaseException:
