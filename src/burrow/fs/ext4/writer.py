@@ -485,18 +485,8 @@ class Ext4WritableFilesystem(Ext4Filesystem):
         return super().getxattr(ino, name)
 
     def statfs(self) -> vfs.StatFS:
-        bs = self.block_size
-        free = self.alloc.free_blocks
-        return vfs.StatFS(
-            f_bsize=bs,
-            f_frsize=bs,
-            f_blocks=self.blocks_count,
-            f_bfree=free,
-            f_bavail=max(0, free - self.r_blocks_count),
-            f_files=self.inodes_count,
-            f_ffree=self.alloc.free_inodes,
-            f_namemax=od.EXT4_NAME_LEN,
-        )
+        self._publish()  # the read side's figures, from the descriptors we keep current
+        return super().statfs()
 
     def info(self) -> vfs.FsInfo:
         self._publish()
