@@ -763,3 +763,34 @@ def test_writable_open_without_writer_is_unsupported(monkeypatch: pytest.MonkeyP
     with pytest.raises(Unsupported) as exc:
         open_ext4(MemoryDevice(1 << 20), readonly=False)
     assert exc.value.feature == "ext4 write"
+
+
+def test_concurrent_readers_with_tiny_caches(
+    images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several threads walking and reading one filesystem, with caches small enough that
+    entries are evicted under each other's feet, see what one thread sees."""
+    import threading
+
+    import burrow.fs.ext4.filesystem as ext4fs
+
+    with _open(images["ext4-4k"]) as fs:
+        expected = burrow_snapshot(fs)
+    monkeypatch.setattr(ext4fs, "MAX_BLOCK_CACHE", 8)
+    monkeypatch.setattr(ext4fs, "MAX_INODE_CACHE", 16)
+    monkeypatch.setattr(ext4fs, "MAX_CACHED_RUNS", 4)
+    shared = _open(images["ext4-4k"])
+    results: list[object] = []
+
+    def worker() -> None:
+        try:
+            results.append(burrow_snapshot(shared))
+        except Exception as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == expected for r in results), [type(r) for r in results]

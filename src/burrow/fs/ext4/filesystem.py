@@ -15,6 +15,10 @@ Shape (why it is fast and safe):
 * Nothing is ever written: a journal that needs recovery is replayed into an in-memory
   overlay (``burrow.fs.ext4.journal``) that sits between this class and the device.
 
+Threads: reads may come from several threads (the block layer's rule); the caches are plain
+(Ordered)dicts whose single operations are atomic under the GIL, and evictions tolerate an
+entry another thread already removed.
+
 Subclassing (the write side, ``writer.Ext4WritableFilesystem``): ``self.dev`` is the device
 reads go through (the journal overlay when one was replayed, else the caller's device),
 ``self.base_dev`` the caller's device. Geometry lives in plain attributes (``block_size``,
@@ -29,6 +33,7 @@ mapped runs; also dropped by :meth:`invalidate_inode`) and ``_gd_cache`` (group 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import stat as _stat
 import struct
@@ -422,7 +427,8 @@ class Ext4Filesystem(vfs.Filesystem):
         cache = self._block_cache
         data = cache.get(blk)
         if data is not None:
-            cache.move_to_end(blk)
+            with contextlib.suppress(KeyError):  # another thread may have evicted it
+                cache.move_to_end(blk)
             return data
         if blk < 0 or blk >= self.blocks_count or blk >= self.device_blocks:
             raise CorruptImage(structure, where, f"block {blk} outside the filesystem")
@@ -431,7 +437,8 @@ class Ext4Filesystem(vfs.Filesystem):
         self._block_reads += 1
         cache[blk] = data
         if len(cache) > MAX_BLOCK_CACHE:
-            cache.popitem(last=False)
+            with contextlib.suppress(KeyError):
+                cache.popitem(last=False)
         return data
 
     # ------------------------------------------------------------------ groups ------------
@@ -571,7 +578,8 @@ class Ext4Filesystem(vfs.Filesystem):
         raw, where = self.read_raw_inode(ino)
         node = self._decode_inode(ino, raw, where)
         if len(cache) >= MAX_INODE_CACHE:
-            cache.popitem(last=False)  # O(1); a plain dict's next(iter()) degrades on deletes
+            with contextlib.suppress(KeyError):  # O(1), unlike a plain dict's next(iter())
+                cache.popitem(last=False)
         cache[ino] = node
         return node
 
@@ -612,7 +620,8 @@ class Ext4Filesystem(vfs.Filesystem):
             except CorruptImage:
                 continue
             if len(cache) >= MAX_INODE_CACHE:
-                cache.popitem(last=False)
+                with contextlib.suppress(KeyError):
+                    cache.popitem(last=False)
             cache[i] = node
 
     def _decode_inode(self, ino: int, raw: bytes, where: int) -> Inode:
@@ -711,7 +720,8 @@ class Ext4Filesystem(vfs.Filesystem):
         plus their start list for bisect. Cached per inode."""
         cached = self._runs_cache.get(node.ino)
         if cached is not None:
-            self._runs_cache.move_to_end(node.ino)
+            with contextlib.suppress(KeyError):
+                self._runs_cache.move_to_end(node.ino)
             return cached
         if node.flags & od.EXT4_EXTENTS_FL:
             runs = self._extent_runs(node)
@@ -724,7 +734,10 @@ class Ext4Filesystem(vfs.Filesystem):
         cache[node.ino] = result
         self._runs_cached += len(runs)
         while len(cache) > 1 and (len(cache) > 256 or self._runs_cached > MAX_CACHED_RUNS):
-            _ino, (_s, old) = cache.popitem(last=False)
+            try:
+                _ino, (_s, old) = cache.popitem(last=False)
+            except KeyError:
+                break
             self._runs_cached -= len(old)
         return result
 
