@@ -774,12 +774,12 @@ def test_concurrent_readers_with_tiny_caches(
 
     import burrow.fs.ext4.filesystem as ext4fs
 
-    with _open(images["ext4-4k"]) as fs:
+    with _open(images["ext4-bigalloc"]) as fs:
         expected = burrow_snapshot(fs)
     monkeypatch.setattr(ext4fs, "MAX_BLOCK_CACHE", 8)
     monkeypatch.setattr(ext4fs, "MAX_INODE_CACHE", 16)
     monkeypatch.setattr(ext4fs, "MAX_CACHED_RUNS", 4)
-    shared = _open(images["ext4-4k"])
+    shared = _open(images["ext4-bigalloc"])
     results: list[object] = []
 
     def worker() -> None:
