@@ -489,3 +489,18 @@ def test_qcow2_overlay_on_a_backing_file(rw_disk: Path, tmp_path: Path) -> None:
     assert burrow_cli("cat", f"{flat}@ESP:/copy.bin").stdout == blob.read_bytes()
     run(["fsck.fat", "-n", esp_part(flat, tmp_path)])
     e2fsck_clean(root_part(flat, tmp_path))
+
+
+def test_tree_bytes_counts_every_regular_file(ro_disk: Path, trees: tuple[Path, Path]) -> None:
+    from burrow.cli.common import tree_bytes
+    from burrow.disk import open_target
+
+    expected = sum(
+        os.lstat(os.path.join(d, f)).st_size
+        for d, _, files in os.walk(trees[0])
+        for f in files
+        if stat.S_ISREG(os.lstat(os.path.join(d, f)).st_mode)
+    )
+    with open_target(str(ro_disk)) as target:
+        assert tree_bytes(target.fs, "/") == expected
+        assert tree_bytes(target.fs, "/etc/hostname") == len("testhost\n")

@@ -287,17 +287,21 @@ class Progress:
 
 
 def tree_bytes(pfs: PathFS, path: str) -> int:
-    """Bytes of regular-file data under ``path`` (for a progress bar's total)."""
-    total = 0
+    """Bytes of regular-file data under ``path`` (for a progress bar's total): one
+    ``readdir`` and one ``getattr`` per entry, by inode, each directory once."""
+    fs = pfs.fs
     st = pfs.lstat(path)
     if not st.is_dir():
         return st.st_size if st.is_file() else 0
-    for dirpath, _dirs, files in pfs.walk(path):
-        for name in files:
-            try:
-                s = pfs.lstat(f"{dirpath.rstrip('/')}/{name}")
-            except OSError:
-                continue
-            if s.is_file():
-                total += s.st_size
+    total = 0
+    todo = [st.st_ino]
+    seen = set(todo)
+    while todo:
+        for e in fs.readdir(todo.pop()):
+            a = fs.getattr(e.ino)
+            if a.is_file():
+                total += a.st_size
+            elif a.is_dir() and e.ino not in seen:
+                seen.add(e.ino)
+                todo.append(e.ino)
     return total
