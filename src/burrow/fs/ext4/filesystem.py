@@ -256,6 +256,7 @@ class Ext4Filesystem(vfs.Filesystem):
         self._gd_cache: dict[int, GroupDesc] = {}
         self._runs_cached = 0  # total runs held by _runs_cache
         self._block_reads = 0  # metadata blocks read from the device (cache misses)
+        self._inode_misses = 0
         # batch inode decoding reads inode tables directly: only when read_raw_inode is ours
         self._batch_inodes = type(self).read_raw_inode is Ext4Filesystem.read_raw_inode
         self.journal_replayed = 0  # transactions replayed into memory at open
@@ -562,15 +563,16 @@ class Ext4Filesystem(vfs.Filesystem):
         """Inode ``ino``, decoded and checksum-verified (cached; the oldest entry is evicted
         first: a hit does not reorder, which keeps the hot path to one dict lookup).
 
-        A miss decodes every in-use inode of the same inode-table block at once (tree walks
-        stat neighbours next); a neighbour that fails to decode is simply not cached, so its
+        After the first 64 misses (a tree walk rather than a few lookups), a miss decodes every
+        in-use inode of the same inode-table block at once (walks stat neighbours next); a neighbour that fails to decode is simply not cached, so its
         error surfaces only when it is asked for. Subclasses that override
         :meth:`read_raw_inode` get one-at-a-time decoding through it instead."""
         cache = self._inode_cache
         node = cache.get(ino)
         if node is not None:
             return node
-        if self._batch_inodes:
+        self._inode_misses += 1
+        if self._batch_inodes and self._inode_misses > 64:  # a walk, not a few lookups
             self._decode_inode_block(ino)
             node = cache.get(ino)
             if node is not None:
