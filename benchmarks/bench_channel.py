@@ -3,6 +3,10 @@
 burrow: a client process sends SIZE bytes as ~64 KiB ChaCha20-Poly1305 records to a server
 process that decrypts and counts them, then answers "done". ssh: the same bytes piped through
 ``ssh -c chacha20-poly1305@openssh.com`` to ``cat > /dev/null`` on a throwaway local sshd.
+
+Wall-clock throughput on a shared, loaded machine swings a lot, so each burrow run also
+measures CPU time (user + system, ``getrusage``) of both ends and prints seconds of CPU per GiB
+for the sender and the receiver: the steadier figure for comparing versions of the code.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import resource
 import subprocess
+import sys
 from pathlib import Path
 
 from benchmarks.harness import Case
@@ -22,18 +28,34 @@ SIZE = 1 << 30
 CHUNK = 4 << 20
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) this process has used."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _report_cpu(send_cpu: float, recv_cpu: float) -> None:
+    gib = SIZE / (1 << 30)
+    print(
+        f"  burrow CPU per GiB: send {send_cpu / gib:.3f} s, receive {recv_cpu / gib:.3f} s "
+        f"(one core for both ends: {SIZE / (send_cpu + recv_cpu) / 1e6:,.0f} MB/s)",
+        file=sys.stderr,
+    )
+
+
 def _server_main(port_q: multiprocessing.Queue[int], key: bytes, client_pub: bytes) -> None:
     from burrow.errors import ConnectionLost
     from burrow.share.channel import Channel, ChannelServer
 
     async def handler(ch: Channel) -> None:
         total = 0
+        cpu0 = _cpu()
         while total < SIZE:
             try:
                 total += len(await ch.recv())
             except ConnectionLost:
                 return
-        await ch.send(b"done %d" % total)
+        await ch.send(b"done %d %.6f" % (total, _cpu() - cpu0))
 
     async def main() -> None:
         srv = ChannelServer(
@@ -88,11 +110,15 @@ def cases(work: Path) -> list[Case]:
             ch, _ = await open_channel(
                 "127.0.0.1", port, key=client_key, server_key=server_key.public
             )
+            cpu0 = _cpu()
             for _ in range(SIZE // CHUNK):
                 await ch.send_stream(data)
             reply = await ch.recv()
+            send_cpu = _cpu() - cpu0
             await ch.close()
-            assert reply == b"done %d" % SIZE, reply
+            word, total, recv_cpu = reply.split()
+            assert word == b"done" and int(total) == SIZE, reply
+            _report_cpu(send_cpu, float(recv_cpu))
             return SIZE
 
         return float(asyncio.run(main()))

@@ -70,10 +70,20 @@ def test_bulk_stream_splits_into_full_records() -> None:
     pair = make_pair()
     data = os.urandom(3 * MAX_PAYLOAD + 5)
     pair.client.send_stream(data)
-    records = pair.client.take_records()
-    assert [len(r) for r in records] == [16 + MAX_PAYLOAD + 16] * 3 + [16 + 5 + 16]
-    got = b"".join(_messages(pair.server.receive_data(b"".join(records))))
-    assert got == data
+    wire = b"".join(pair.client.take_records())
+    # Walk the records on the wire (the sender may seal them into one buffer).
+    lengths, types, pos = [], [], 0
+    while pos < len(wire):
+        types.append(wire[pos])
+        length = int.from_bytes(wire[pos + 4 : pos + 8], "little")
+        lengths.append(8 + length)
+        pos += 8 + length
+    assert pos == len(wire)
+    assert lengths == [16 + MAX_PAYLOAD + 16] * 3 + [16 + 5 + 16]
+    assert types == [5, 5, 5, 5]  # four independent DATA records
+    got = _messages(pair.server.receive_data(wire))
+    assert [len(m) for m in got] == [MAX_PAYLOAD] * 3 + [5]
+    assert b"".join(got) == data
 
 
 def test_static_key_not_in_cleartext() -> None:
@@ -482,3 +492,43 @@ def test_multi_record_limits_enforced_by_receiver() -> None:
     pair.client.close()
     with pytest.raises(RemoteProtocolError, match="inside a multi-record"):
         pair.c2s()
+
+
+def _twin(pair: Pair) -> SecureChannel:
+    """A second sender with the client's exact sending key and counter (same bytes out)."""
+    from burrow.proto.noise import CipherState
+    from burrow.proto.securechannel import _Direction
+
+    send = pair.client._send
+    assert send is not None
+    twin = SecureChannel(pair.client.config, initiator=True)
+    twin._state = pair.client._state
+    cipher = CipherState(send.cipher.k)
+    cipher.n = send.cipher.n
+    twin._send = _Direction(cipher, send.since_rekey, send.key_time)
+    return twin
+
+
+@pytest.mark.parametrize("rekey_after", [10**6, 4], ids=["batched", "rekey-inside"])
+def test_batched_sealing_is_record_by_record_on_the_wire(rekey_after: int) -> None:
+    """send_stream/send seal many records into one buffer; the bytes must be exactly those of
+    sealing each record on its own (same headers, counters, tags, KEY_UPDATEs)."""
+    pair = make_pair(max_message=5 * MAX_PAYLOAD, rekey_after_messages=rekey_after)
+    twin = _twin(pair)
+    data = os.urandom(3 * MAX_PAYLOAD + 77)
+    pair.client.send_stream(data, now=1.0)
+    pair.client.send(data, now=1.0)  # one message: DATA_MORE x3, DATA
+    batched = b"".join(pair.client.take_records())
+    for off in range(0, len(data), MAX_PAYLOAD):
+        twin.send(data[off : off + MAX_PAYLOAD], now=1.0)
+    for off in range(0, len(data), MAX_PAYLOAD):
+        twin._maybe_rekey(1.0)
+        last = off + MAX_PAYLOAD >= len(data)
+        twin._out.append(twin._seal(5 if last else 10, data[off : off + MAX_PAYLOAD]))
+    assert batched == b"".join(twin.take_records())
+    assert pair.client.stats.records_sent == twin.stats.records_sent
+    events = pair.server.receive_data(batched, now=1.0)
+    got = _messages(events)
+    assert b"".join(got[:4]) == data and got[4] == data
+    if rekey_after == 4:
+        assert pair.server.stats.rekeys_received == 1  # before the fifth of eight records

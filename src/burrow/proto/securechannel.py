@@ -759,6 +759,47 @@ class SecureChannel:
         self.stats.records_sent += 1
         return out
 
+    def _seal_run(self, view: memoryview, more_type: int) -> bytearray:
+        """Seal ``view`` as consecutive records in ONE buffer: every record but the last is
+        ``more_type`` (DATA_MORE for one long message, DATA for a stream), the last is DATA.
+
+        Why: one allocation and one transport write per batch instead of per 64 KiB record.
+        Fresh 64 KiB buffers cost page faults each time (glibc trims the heap after every
+        free), which measured as much as the encryption itself. Same bytes on the wire as
+        sealing the records one by one; the caller has checked no rekey falls inside."""
+        send = self._send
+        assert send is not None
+        cipher = send.cipher
+        step = self.config.max_payload
+        n = len(view)
+        count = max(1, -(-n // step))
+        overhead = TRANSPORT_HEADER_LEN + TAGLEN
+        out = bytearray(n + count * overhead)
+        pack_into = TRANSPORT_HEADER.pack_into
+        pos = 0
+        with memoryview(out) as ov:
+            for off in range(0, max(n, 1), step):
+                m = min(step, n - off)
+                end = pos + overhead + m
+                pack_into(ov, pos, DATA if off + step >= n else more_type, 8 + m + TAGLEN, cipher.n)
+                cipher.encrypt_into(
+                    bytes(ov[pos : pos + 16]), view[off : off + m], ov[pos + 16 : end]
+                )
+                pos = end
+        send.since_rekey += count
+        self.stats.records_sent += count
+        return out
+
+    def _rekey_free(self, count: int, now: float) -> bool:
+        """True when sending ``count`` records from now on needs no KEY_UPDATE among them."""
+        send = self._send
+        assert send is not None
+        cfg = self.config
+        return (
+            send.since_rekey + count <= cfg.rekey_after_messages
+            and now - send.key_time < cfg.rekey_after_time
+        )
+
     def _maybe_rekey(self, now: float) -> None:
         send = self._send
         assert send is not None
@@ -787,6 +828,10 @@ class SecureChannel:
             self._out.append(self._seal(DATA, data))
         elif n <= self.config.max_message:
             with memoryview(data) as view:
+                if self._rekey_free(-(-n // step), now):
+                    self._out.append(self._seal_run(view, DATA_MORE))
+                    self.stats.bytes_sent += n
+                    return
                 for off in range(0, n, step):
                     self._maybe_rekey(now)
                     last = off + step >= n
@@ -798,10 +843,19 @@ class SecureChannel:
         self.stats.bytes_sent += n
 
     def send_stream(self, data: bytes | bytearray | memoryview, now: float = 0.0) -> None:
-        """Queue ``data`` as consecutive full-size records (bulk transfers)."""
+        """Queue ``data`` as consecutive full-size DATA records (bulk transfers), sealed into
+        one buffer when no rekey falls inside."""
+        self._check_usable()
+        if self._state != _OPEN or self._close_sent:
+            raise LocalProtocolError("send() needs an open channel")
         step = self.config.max_payload
         with memoryview(data) as view:
-            for off in range(0, len(view), step):
+            n = len(view)
+            if n > step and self._rekey_free(-(-n // step), now):
+                self._out.append(self._seal_run(view, DATA))
+                self.stats.bytes_sent += n
+                return
+            for off in range(0, n, step):
                 self.send(view[off : off + step], now)
 
     def close(self) -> None:
