@@ -158,10 +158,17 @@ def extract_tar(
         raise CorruptImage("tar stream", None, str(exc)) from None
 
 
+def _open_stream(source: IO[bytes]) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=source, mode="r|*")
+    except TypeError as exc:  # tarfile reads a gzip header cut short with ord(b"")
+        raise CorruptImage("tar stream", None, f"truncated gzip header ({exc})") from None
+
+
 def _extract(pfs: PathFS, source: IO[bytes], base: str, same_owner: bool, warn: Warn) -> int:
     dirs: list[tuple[str, tarfile.TarInfo]] = []
     count = 0
-    with tarfile.open(fileobj=source, mode="r|*") as tar:
+    with _open_stream(source) as tar:
         for m in tar:
             rel = _clean(m.name)
             if rel is None:
