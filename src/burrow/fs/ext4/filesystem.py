@@ -259,6 +259,7 @@ class Ext4Filesystem(vfs.Filesystem):
         self._inode_misses = 0
         # batch inode decoding reads inode tables directly: only when read_raw_inode is ours
         self._batch_inodes = type(self).read_raw_inode is Ext4Filesystem.read_raw_inode
+        self._direct_inodes = type(self).inode is Ext4Filesystem.inode
         self.journal_replayed = 0  # transactions replayed into memory at open
         self.read_superblock()
         if self.feature_incompat & od.INCOMPAT_RECOVER:
@@ -981,7 +982,8 @@ class Ext4Filesystem(vfs.Filesystem):
 
     # ------------------------------------------------------------------ stat --------------
     def getattr(self, ino: int) -> vfs.Stat:
-        n = self.inode(ino)
+        # the cache directly when inode() is ours (a subclass's inode() may know better)
+        n = (self._direct_inodes and self._inode_cache.get(ino)) or self.inode(ino)
         mode = n.mode
         rdev = 0
         fmt = mode & 0o170000
