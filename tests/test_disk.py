@@ -359,3 +359,16 @@ def test_overlay_scratch_file_and_interrupted_commit(
     with _writable(img) as d:  # a writable open lets the overlay recover (drops it here)
         d.mount("ESP").read_bytes("/big.bin")
     assert not journal.exists()
+
+
+def test_disk_over_an_open_device(disk_img: Path) -> None:
+    from burrow.block.memory import MemoryDevice
+
+    data = disk_img.read_bytes()
+    dev = MemoryDevice(len(data), data=data)
+    with Disk.from_device(dev, writable=True, name="mem") as d:
+        d.mount("ESP").write_bytes("/MEM.TXT", b"in memory\n")
+        assert d.mount().read_text("/etc/hostname") == "testhost\n"
+    with Disk.from_device(dev) as d:  # the overlay was committed into the device
+        assert d.mount("ESP").read_bytes("/MEM.TXT") == b"in memory\n"
+    assert disk_img.read_bytes() == data  # the file itself was never involved

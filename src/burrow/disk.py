@@ -173,6 +173,51 @@ class Disk:
                 path=self.path,
             )
 
+    @classmethod
+    def from_device(
+        cls,
+        dev: BlockDevice,
+        *,
+        writable: bool = False,
+        name: str = "",
+        journal_path: str | None = None,
+    ) -> Disk:
+        """A ``Disk`` over an already open device (memory, NBD, a filter chain...). With
+        ``writable`` the device is wrapped in an in-memory overlay committed by ``close()``;
+        its commit journal goes to ``journal_path`` (default: a fresh name in the temporary
+        directory, removed after the commit). The disk owns ``dev`` and closes it."""
+        self = cls.__new__(cls)
+        self.path = name or repr(dev)
+        self.writable = writable
+        self.format = "device"
+        self.base = dev
+        self.block = dev
+        self._overlay = None
+        if writable:
+            if dev.readonly:
+                from burrow.errors import ReadOnly
+
+                raise ReadOnly("the device is read-only")
+            from burrow.block.overlay import (  # type: ignore[import-not-found,unused-ignore]
+                OverlayDevice,
+            )
+
+            if journal_path is None:
+                import secrets
+                import tempfile
+
+                journal_path = os.path.join(
+                    tempfile.gettempdir(), f"burrow-journal-{os.getpid()}-{secrets.token_hex(6)}"
+                )
+            self._overlay = OverlayDevice(dev, journal_path=journal_path)
+            self.block = self._overlay
+        self._table = None
+        self._table_read = False
+        self._mounted = {}
+        self._types = {}
+        self._closed = False
+        return self
+
     # -- partitions ----------------------------------------------------------------------
     @property
     def table(self) -> PartitionTable | None:
