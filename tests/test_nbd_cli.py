@@ -218,6 +218,39 @@ def test_bad_targets_and_options(tmp_path: Path) -> None:
     assert burrow(f"{img}@1", "--socket", str(tmp_path / "z")).returncode == 2  # no table
 
 
+def test_listen_failures_name_the_address_in_one_line(tmp_path: Path) -> None:
+    """A socket that cannot be bound is one line naming the path or address, never a traceback.
+
+    docs/cli.md: ``burrow: <path>: <message>``; a user with two servers, or a typo in the
+    socket's directory, must see which address failed.
+    """
+    img = tmp_path / "i.raw"
+    img.write_bytes(bytes(4096))
+
+    def burrow(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*BURROW, "nbd", "serve", str(img), *args], capture_output=True, text=True, timeout=60
+        )
+
+    bad_dir = tmp_path / "no" / "such" / "dir" / "s.sock"
+    for threads in ("0", "2"):
+        res = burrow("--socket", str(bad_dir), "--threads", threads)
+        assert res.returncode == 3, res.stderr
+        assert res.stderr.strip() == f"burrow: {bad_dir}: No such file or directory"
+    with burrow_serve(str(img), "--listen", "127.0.0.1:0") as (uri, _proc):
+        port = uri.rsplit(":", 1)[1].strip("/")
+        for threads in ("0", "2"):
+            res = burrow("--listen", f"127.0.0.1:{port}", "--threads", threads)
+            assert res.returncode == 3, res.stderr
+            assert res.stderr.strip() == f"burrow: 127.0.0.1:{port}: Address already in use"
+    res = burrow("--listen", "no.such.host.invalid:10809")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("burrow: no.such.host.invalid:10809: ")
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = burrow("--socket", str(tmp_path / "s"), "--threads", "-1")
+    assert res.returncode == 2 and "--threads" in res.stderr
+
+
 @pytest.mark.tool("nbdinfo")
 def test_tls_client_certificates(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path)

@@ -519,20 +519,36 @@ class NBDServer:
             worker.adopt(self._factory, conn)
 
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host:port``; failures name the address (the CLI prints them as one line).
+
+        An unresolvable host is a :class:`UsageError`; a bind failure is the ``OSError`` with
+        ``filename`` set to ``host:port``.
+        """
         loop = asyncio.get_running_loop()
-        if self.threads:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            family, _, _, _, addr = infos[0]
-            lsock = socket.socket(family, socket.SOCK_STREAM)
-            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            lsock.bind(addr)
-            lsock.listen(128)
-            self._listen_sock(lsock)
-            sockname = lsock.getsockname()
-        else:
-            srv = await loop.create_server(self._factory, host, port, reuse_address=True)
-            self.servers.append(srv)
-            sockname = srv.sockets[0].getsockname()
+        except socket.gaierror as exc:
+            raise UsageError(f"cannot resolve: {exc.strerror or exc}", path=where) from None
+        try:
+            if self.threads:
+                family, _, _, _, addr = infos[0]
+                lsock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    lsock.bind(addr)
+                    lsock.listen(128)
+                except BaseException:
+                    lsock.close()
+                    raise
+                self._listen_sock(lsock)
+                sockname = lsock.getsockname()
+            else:
+                srv = await loop.create_server(self._factory, host, port, reuse_address=True)
+                self.servers.append(srv)
+                sockname = srv.sockets[0].getsockname()
+        except OSError as exc:
+            raise _named_os_error(exc, where) from None
         real_host, real_port = sockname[0], sockname[1]
         scheme = "nbds" if self.tls_mode is TLSMode.FORCED else "nbd"
         shown = f"[{real_host}]" if ":" in real_host else real_host
@@ -544,14 +560,21 @@ class NBDServer:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)  # a stale socket from an earlier run
         loop = asyncio.get_running_loop()
-        if self.threads:
-            lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            lsock.bind(path)
-            lsock.listen(128)
-            self._listen_sock(lsock)
-        else:
-            srv = await loop.create_unix_server(self._factory, path)
-            self.servers.append(srv)
+        try:
+            if self.threads:
+                lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    lsock.bind(path)
+                    lsock.listen(128)
+                except BaseException:
+                    lsock.close()
+                    raise
+                self._listen_sock(lsock)
+            else:
+                srv = await loop.create_unix_server(self._factory, path)
+                self.servers.append(srv)
+        except OSError as exc:
+            raise _named_os_error(exc, path) from None
         self._unix_paths.append(path)
         scheme = "nbds+unix" if self.tls_mode is TLSMode.FORCED else "nbd+unix"
         self.uris.append(f"{scheme}:///{self._uri_name()}?socket={quote(path, safe='/')}")
@@ -600,6 +623,13 @@ class NBDServer:
 
     def statistics(self) -> dict[str, object]:
         return {"connections": len(self.connections), "exports": list(self.exports)}
+
+
+def _named_os_error(exc: OSError, where: str) -> OSError:
+    """``exc`` as a plain ``OSError`` naming ``where`` (asyncio's messages name no address)."""
+    if exc.errno is None:
+        return OSError(errno.EIO, str(exc), where)
+    return OSError(exc.errno, os.strerror(exc.errno), where)
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:

@@ -31,8 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["raw", "qcow2"], help="image format (default: detect)")
     p.add_argument(
         "--threads",
-        type=int,
-        default=int(os.environ.get("BURROW_NBD_THREADS", min(4, os.cpu_count() or 1))),
+        type=_thread_count,
+        default=os.environ.get("BURROW_NBD_THREADS", str(min(4, os.cpu_count() or 1))),
         metavar="N",
         help="spread connections over N event-loop threads (synchronous devices only; "
         "default: min(4, CPUs); 0: everything in the main loop)",
@@ -159,7 +159,18 @@ def open_target(args: argparse.Namespace) -> tuple[Any, str]:
         return obj, target
     from burrow.errors import NotFound
 
-    raise NotFound(f"{target}: no such image (or module:Class)", path=target)
+    raise NotFound("no such image (or module:Class)", path=target)
+
+
+def _thread_count(text: str) -> int:
+    """``--threads`` (and ``BURROW_NBD_THREADS``): a whole number >= 0, else a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of threads (0 or more)")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls=args.tls if args.tls_cert else None,
             tls_ca=args.tls_ca,
-            threads=max(0, args.threads),
+            threads=args.threads,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
