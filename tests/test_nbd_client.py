@@ -304,3 +304,30 @@ def test_threads_sharing_one_client_see_their_own_writes(tmp_path: Path) -> None
         concurrent.futures.ThreadPoolExecutor(8) as pool,
     ):
         assert all(pool.map(lambda i: worker(remote, i), range(8)))
+
+
+def test_server_errors_say_which_command_failed_and_why(tmp_path: Path) -> None:
+    """An NBD error reply without a message (nbdkit's error filter sends none) still tells the
+    user what failed: the errno's text and the command, not just "NBD server"."""
+    require_tool("nbdkit")
+    sock = tmp_path / "err.sock"
+    proc = subprocess.Popen(
+        [
+            "nbdkit", "-f", "-U", str(sock), "--filter=error", "memory", "1M",
+            "error=EIO", "error-pwrite-rate=100%", "error-pread-rate=0%",
+        ],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for(sock, proc)
+        with open_nbd_uri(unix_uri(sock), readonly=False) as dev:
+            assert dev.pread(4096, 0) == bytes(4096)
+            with pytest.raises(OSError) as info:
+                dev.pwrite(b"x" * 4096, 8192)
+            assert info.value.errno == 5
+            text = str(info.value)
+            assert "Input/output error" in text, text
+            assert "write" in text.lower() and "8192" in text, text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

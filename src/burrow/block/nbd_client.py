@@ -12,6 +12,7 @@ trust store to verify the server).
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import ssl
 import threading
@@ -39,6 +40,7 @@ from burrow.proto.nbd import (
 )
 from burrow.proto.nbd.constants import (
     BASE_ALLOCATION,
+    CMD_NAMES,
     NBD_CMD_BLOCK_STATUS,
     NBD_CMD_CACHE,
     NBD_CMD_DISC,
@@ -226,7 +228,11 @@ class NBDDevice(BlockDevice):
         if waiter.error:
             if waiter.error == NBD_ENOTSUP and flags & NBD_CMD_FLAG_FAST_ZERO:
                 raise Unsupported("fast-zero", waiter.message)
-            raise error_for_errno(waiter.error, f"NBD server: {waiter.message}".rstrip(": "))
+            # Servers may send no message (nbdkit, qemu-nbd): say what failed and the errno's
+            # text, so the user's one-line error is not just "NBD server".
+            what = f"NBD server: {CMD_NAMES.get(cmd, cmd)} of {length} bytes at {offset} failed"
+            detail = waiter.message or os.strerror(waiter.error)
+            raise error_for_errno(waiter.error, f"{what}: {detail}")
         return waiter.extents
 
     def _check_broken(self) -> None:
