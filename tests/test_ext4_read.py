@@ -794,3 +794,26 @@ def test_concurrent_readers_with_tiny_caches(
     for t in threads:
         t.join()
     assert all(r == expected for r in results), [type(r) for r in results]
+
+
+@pytest.mark.root
+def test_kernel_written_xattr_block_with_empty_values(tmp_path: Path) -> None:
+    """Xattrs the kernel itself writes into an xattr block (128-byte inodes have no room in
+    the inode): empty values carry e_value_offs 0 there."""
+    image = tmp_path / "x.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-I", "128", image, "16M"], check=True,
+                   capture_output=True)  # fmt: skip
+    with loop_mount(image, readonly=False) as mnt:
+        f = mnt / "f"
+        f.write_bytes(b"data")
+        os.setxattr(f, "user.empty", b"")
+        os.setxattr(f, "user.full", b"value")
+        os.setxattr(f, "trusted.e2", b"")
+    with _open(image) as fs:
+        ino = fs.lookup(fs.root_ino, "f")
+        assert fs.getxattr(ino, "user.empty") == b""
+        assert fs.getxattr(ino, "trusted.e2") == b""
+        assert fs.getxattr(ino, "user.full") == b"value"
+        mine = burrow_snapshot(fs)
+    with loop_mount(image) as mnt:
+        assert _diff(mine, kernel_snapshot(mnt)) == []
