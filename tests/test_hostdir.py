@@ -250,3 +250,24 @@ def test_setid_bits_stripped_unless_allowed(tmp_path: Path) -> None:
     fs.setattr(fs.lookup(fs.root_ino, "prog"), mode=0o4755)
     assert stat.S_IMODE(os.stat(tmp_path / "prog").st_mode) == 0o4755
     fs.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a block device needs root")
+def test_xattrs_of_device_nodes_do_not_open_the_device(tmp_path: Path) -> None:
+    """A device node whose device does not exist (ENXIO on open) still lists its xattrs,
+    and a fifo with no writer is not opened (that would block or consume it)."""
+    root = tmp_path / "export"
+    root.mkdir()
+    os.mknod(root / "sda", stat.S_IFBLK | 0o600, os.makedev(8, 250))
+    os.mkfifo(root / "fifo")
+    os.setxattr(root / "sda", "trusted.note", b"disk", follow_symlinks=False)
+    fs = HostDirFilesystem(root)
+    pfs = PathFS(fs)
+    assert pfs.listxattr("/sda") == ["trusted.note"]
+    assert pfs.getxattr("/sda", "trusted.note") == b"disk"
+    assert pfs.listxattr("/fifo") == []
+    out = tmp_path / "out"
+    out.mkdir()
+    copy_out(pfs, "/", out, archive=True, contents=True)
+    assert stat.S_ISBLK(os.lstat(out / "sda").st_mode)
+    assert os.getxattr(out / "sda", "trusted.note") == b"disk"

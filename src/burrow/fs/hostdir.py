@@ -391,13 +391,23 @@ class HostDirFilesystem(Filesystem):
             os.close(pfd)
 
     @contextlib.contextmanager
-    def _xattr_fd(self, ino: int) -> Iterator[int | None]:
-        """A readable fd for xattr calls, or ``None`` for a symlink (Linux keeps no user
-        xattrs on symlinks, and opening one for reading would follow it)."""
+    def _xattr_fd(self, ino: int) -> Iterator[int | str | None]:
+        """What to hand os.*xattr for ``ino``, or ``None`` for a symlink (Linux keeps no user
+        xattrs on symlinks).
+
+        Regular files and directories are opened read-only. Anything else (device nodes,
+        fifos, sockets) is never opened — opening a device node can fail (ENXIO) or act on
+        the device — so its xattrs are reached through the ``/proc/self/fd`` link of an
+        ``O_PATH`` descriptor, which names the inode without opening it.
+        """
         fd = self._open_ino(ino, os.O_PATH)
         try:
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):
                 yield None
+                return
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                yield f"/proc/self/fd/{fd}"
                 return
             os.close(fd)
             fd = -1
