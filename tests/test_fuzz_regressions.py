@@ -102,3 +102,41 @@ def test_inspect_skips_a_huge_sparse_package_database(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "dpkg"
+
+
+def test_tar_long_name_record_cannot_claim_memory() -> None:
+    """A 64 KiB .tar.gz whose GNU long-name record claims 64 MiB made tarfile read the
+    whole record into memory (gigabytes for a 500 KiB archive claiming 4 GiB). Refused before
+    any of it is read (fixed in burrow.fs.tario)."""
+    import gzip
+    import io
+    import tarfile
+    import tracemalloc
+
+    from burrow.errors import CorruptImage
+    from burrow.fs.memfs import MemoryFilesystem
+    from burrow.fs.paths import PathFS
+    from burrow.fs.tario import extract_tar
+
+    claim = 64 << 20
+    record = tarfile.TarInfo("././@LongLink")
+    record.type = tarfile.GNUTYPE_LONGNAME
+    record.size = claim
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9) as gz:
+        gz.write(record.tobuf(format=tarfile.GNU_FORMAT))
+        block = b"n" * (1 << 20)
+        for _ in range(claim >> 20):
+            gz.write(block)
+        gz.write(bytes(1024))
+    archive = raw.getvalue()
+    assert len(archive) < claim // 256
+    pfs = PathFS(MemoryFilesystem(capacity=1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptImage):
+            extract_tar(pfs, io.BytesIO(archive))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"extracting a hostile archive peaked at {peak} bytes"

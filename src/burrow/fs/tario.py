@@ -158,9 +158,26 @@ def extract_tar(
         raise CorruptImage("tar stream", None, str(exc)) from None
 
 
+MAX_HEADER_RECORD = 1 << 20  # pax and GNU long-name records hold names and xattrs, not MiBs
+_HEADER_RECORDS = (
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+)  # fmt: skip
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a pax or long-name record into memory whole, at the size its header
+    claims: a 500 KiB .tar.gz could make it allocate gigabytes. Refuse big ones first."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _HEADER_RECORDS and self.size > MAX_HEADER_RECORD:
+            raise tarfile.ReadError(f"{self.size}-byte extended header record")
+        return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
+
+
 def _open_stream(source: IO[bytes]) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=source, mode="r|*")
+        return tarfile.open(fileobj=source, mode="r|*", tarinfo=_BoundedTarInfo)
     except TypeError as exc:  # tarfile reads a gzip header cut short with ord(b"")
         raise CorruptImage("tar stream", None, f"truncated gzip header ({exc})") from None
 
