@@ -60,9 +60,12 @@ def encode_name(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stat:
-    """Inode attributes with ``os.stat_result`` field names."""
+    """Inode attributes with ``os.stat_result`` field names.
+
+    Treat as immutable. Not ``frozen``: a frozen dataclass costs about four times as much to
+    build, and a directory walk builds one per entry."""
 
     st_ino: int
     st_mode: int
@@ -101,10 +104,11 @@ class Stat:
         return _stat.S_ISLNK(self.st_mode)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DirEntry:
     """One directory entry. ``mode`` holds only the file-type bits (``S_IFMT``), or 0 when the
-    directory does not record the type (then call ``getattr``)."""
+    directory does not record the type (then call ``getattr``). Treat as immutable (not
+    ``frozen`` for the same reason as :class:`Stat`)."""
 
     name: str
     ino: int
