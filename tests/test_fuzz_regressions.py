@@ -140,3 +140,25 @@ def test_tar_long_name_record_cannot_claim_memory() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, f"extracting a hostile archive peaked at {peak} bytes"
+
+
+@pytest.mark.tool("qemu-img")
+def test_qcow2_backing_name_with_nul_is_corruption(tmp_path: Path) -> None:
+    """``backing_chain`` (``burrow info``) passed a backing file name holding a NUL byte to
+    ``os.open``: ValueError (fixed in burrow.disk._qcow2_backing)."""
+    import struct
+    import subprocess
+
+    from burrow.disk import backing_chain
+    from burrow.errors import CorruptImage
+
+    image = tmp_path / "nul.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512",
+                    image, "1M"], check=True, capture_output=True)  # fmt: skip
+    data = bytearray(image.read_bytes())
+    name, where = b"base\0.raw", 0x1F0
+    data[where : where + len(name)] = name
+    struct.pack_into(">QI", data, 8, where, len(name))
+    image.write_bytes(data)
+    with pytest.raises(CorruptImage):
+        backing_chain(image)

@@ -570,6 +570,8 @@ def _qcow2_backing(path: str) -> tuple[str, str | None] | None:
     if bsize > 1023 or boff + bsize > len(head):
         raise CorruptImage("qcow2 header", boff, "backing file name out of range")
     name = head[boff : boff + bsize].decode("utf-8", "surrogateescape")
+    if "\0" in name:  # os.open would raise ValueError
+        raise CorruptImage("qcow2 header", boff, "NUL in the backing file name")
     fmt = None
     hlen = 72
     if version >= 3 and len(head) >= 104:
