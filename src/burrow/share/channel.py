@@ -18,7 +18,7 @@ import collections
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from burrow.errors import (
     BurrowError,
@@ -118,8 +118,9 @@ class Channel(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's transports implement the interface without
+        # subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         self.peername = transport.get_extra_info("peername")
         if not self.sc.initiator:
             self.sc.source = _source_bytes(self.peername)
