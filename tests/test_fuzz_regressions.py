@@ -162,3 +162,50 @@ def test_qcow2_backing_name_with_nul_is_corruption(tmp_path: Path) -> None:
     image.write_bytes(data)
     with pytest.raises(CorruptImage):
         backing_chain(image)
+
+
+@pytest.mark.tool("mkfs.ext4")
+def test_copy_out_never_leaves_the_destination(tmp_path: Path) -> None:
+    """A directory entry named ``../PWND`` in an ext4 image made ``burrow cp -a IMG:/ DEST``
+    write ``DEST/../PWND`` (outside the destination); a name or a symlink target holding NUL
+    raised ValueError. Each is now a reported CorruptImage and the rest is copied (fixed in
+    burrow.fs.copy._join and _HostSink.symlink)."""
+    import subprocess
+
+    from burrow.block.raw import RawDevice
+    from burrow.errors import CorruptImage
+    from burrow.fs.copy import copy_out
+    from burrow.fs.ext4 import open_ext4
+    from burrow.fs.paths import PathFS
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "aaaaaaa").write_text("escaped\n")
+    (src / "bbbb").write_text("nul name\n")
+    (src / "kept.txt").write_text("kept\n")
+    os.symlink("target", src / "link")
+    image = tmp_path / "names.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal,^metadata_csum", "-d", src,
+                    image, "4M"], check=True, capture_output=True)  # fmt: skip
+    with RawDevice(image) as dev:
+        fs = open_ext4(dev)
+        root = fs.inode(fs.root_ino)
+        blk = fs._map_block(root, 0) * fs.block_size
+        block = fs.dev.pread(fs.block_size, blk)
+        _raw, link_at = fs.read_raw_inode(fs.lookup(fs.root_ino, "link"))
+    data = bytearray(image.read_bytes())
+    for old, new in ((b"aaaaaaa", b"../PWND"), (b"bbbb", b"b\0bb")):
+        at = blk + block.index(old)
+        data[at : at + len(old)] = new
+    data[link_at + 0x28 + 2] = 0  # fast symlink target "ta\0get"
+    image.write_bytes(data)
+
+    dest = tmp_path / "out" / "inner"
+    dest.mkdir(parents=True)
+    errors: list[BaseException] = []
+    with RawDevice(image) as dev:
+        copy_out(PathFS(open_ext4(dev)), "/", dest / "copy", archive=True, on_error=errors.append)
+    assert not (tmp_path / "out" / "PWND").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["inner"]
+    assert (dest / "copy" / "kept.txt").read_text() == "kept\n"
+    assert len(errors) == 3 and all(isinstance(e, CorruptImage) for e in errors), errors

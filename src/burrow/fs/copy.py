@@ -90,7 +90,13 @@ def host_stat(st: os.stat_result) -> Stat:
 
 
 def _join(directory: str, name: str) -> str:
-    """``os.path.join`` for a name without slashes, without its generality (hot path)."""
+    """``os.path.join`` for a name without slashes, without its generality (hot path).
+
+    Names come from images: a directory entry named ``../x`` (or holding NUL, or ``.``/``..``)
+    would write outside the destination, so it is refused (the copy reports it and goes on).
+    """
+    if "/" in name or "\0" in name or name in ("", ".", ".."):
+        raise CorruptImage("directory entry", None, f"unusable file name {name!r}")
     return directory + name if directory.endswith("/") else directory + "/" + name
 
 
@@ -270,6 +276,8 @@ class _HostSink:
 
     def symlink(self, dirh: Any, name: str, target: str, uid: int | None, gid: int | None) -> Any:
         path = _join(dirh, name)
+        if "\0" in target:  # os.symlink would raise ValueError
+            raise CorruptImage("symlink", None, f"NUL in the target of {name!r}")
         os.symlink(target, path)
         return path
 
