@@ -1,7 +1,8 @@
-"""Every crash the fuzzers found, replayed: only ``BurrowError`` may escape, within a time
-bound. The inputs live in ``tests/data/fuzz-regressions/<harness>/`` (the raw bytes libFuzzer
-wrote, minimized); each file is fed to that harness's ``one_input`` exactly as the fuzzer did.
-See docs/robustness.md for what each one was.
+"""Every crash the fuzzers found (and those found while writing them), replayed: only
+``BurrowError`` may escape, within a time bound. Harness inputs live in
+``tests/data/fuzz-regressions/<harness>/`` (the raw bytes libFuzzer wrote, minimized); each
+file is fed to that harness's ``one_input`` exactly as the fuzzer did. Crashes that need a
+whole image or a memory bound have their own tests below. See docs/robustness.md.
 """
 
 from __future__ import annotations
