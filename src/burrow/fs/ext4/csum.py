@@ -13,12 +13,11 @@ formulas literally.
 
 from __future__ import annotations
 
-import crc32c as _crc32c
+from burrow._crc32c import crc32c as _crc
 
 __all__ = ["crc16", "ext4_chksum", "inode_csum_seed", "superblock_csum_seed"]
 
 _MASK = 0xFFFFFFFF
-_crc = _crc32c.crc32c
 
 
 def ext4_chksum(crc: int, data: bytes | bytearray | memoryview) -> int:

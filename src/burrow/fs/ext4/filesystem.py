@@ -43,8 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from crc32c import crc32c as _crc32c
-
+from burrow._crc32c import crc32c as _crc32c
 from burrow.block.device import BlockDevice
 from burrow.errors import (
     CorruptImage,
