@@ -111,6 +111,29 @@ def test_mkfs_errors(tmp_path: Path) -> None:
     assert proc.returncode == errors.EXIT_USAGE
 
 
+def test_refused_mkfs_leaves_no_new_file(tmp_path: Path) -> None:
+    """A mkfs that fails must not leave a half-made image behind (the user did not get one)."""
+    cases = [
+        ("tiny.img", ["--size", "16K"]),
+        ("label.img", ["--size", "8M", "--label", "waytoolonglabel"]),
+        ("badlabel.img", ["--size", "8M", "--label", "bad:label"]),
+        ("vid.img", ["--size", "8M", "--volume-id", "zz"]),
+        ("from.img", ["--size", "8M", "--from", str(tmp_path / "nope")]),
+        ("tiny.qcow2", ["--size", "16K", "--format", "qcow2"]),
+    ]
+    for name, extra in cases:
+        target = tmp_path / name
+        proc = burrow("mkfs", "fat", target, *extra)
+        assert proc.returncode == errors.EXIT_USAGE, (name, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not target.exists(), f"{name} left behind after: {proc.stderr.strip()}"
+    existing = tmp_path / "existing.img"
+    existing.write_bytes(b"keep" * 1024)
+    proc = burrow("mkfs", "fat", existing, "--volume-id", "zz")
+    assert proc.returncode == errors.EXIT_USAGE
+    assert existing.read_bytes() == b"keep" * 1024  # an existing file is never removed
+
+
 @pytest.mark.tool("e2fsck")
 def test_mkfs_ext4_branch(tmp_path: Path) -> None:
     img = tmp_path / "ext.img"

@@ -108,10 +108,15 @@ def open_target(args: argparse.Namespace) -> tuple[BlockDevice, list[BlockDevice
 def run(args: argparse.Namespace) -> int:
     from burrow.errors import Unsupported
 
+    fat = args.fstype in ("fat", "vfat")
+    vid = _fat_volume_id(args) if fat else None  # refuse bad options before touching anything
+    image, part = _split_target(args.target)
+    created = part is None and not os.path.lexists(image)
     dev, owned, hidden = open_target(args)
+    ok = False
     try:
-        if args.fstype in ("fat", "vfat"):
-            _mkfs_fat(args, dev, hidden)
+        if fat:
+            _mkfs_fat(args, dev, hidden, vid)
         else:
             try:
                 from burrow.fs.ext4.populate import cli_mkfs
@@ -119,16 +124,23 @@ def run(args: argparse.Namespace) -> int:
                 raise Unsupported("ext4 mkfs") from exc
             cli_mkfs(dev, args)  # checks --from before formatting, then populates
         dev.flush()
+        ok = True
     finally:
         for d in reversed(owned):
             d.close()
+        if created and not ok:
+            # The user asked for a filesystem, not for a half-made file: a failed mkfs on a
+            # new TARGET leaves nothing behind (an existing file is never removed).
+            try:
+                os.unlink(image)
+            except OSError:
+                pass
     return 0
 
 
-def _mkfs_fat(args: argparse.Namespace, dev: BlockDevice, hidden: int) -> None:
+def _fat_volume_id(args: argparse.Namespace) -> int | None:
+    """``--volume-id`` as a number, and ``--from`` checked: usage errors before any write."""
     from burrow.errors import UsageError
-    from burrow.fs.fat import open_fat
-    from burrow.fs.fat.mkfs import mkfs
 
     vid = None
     if args.volume_id:
@@ -136,8 +148,17 @@ def _mkfs_fat(args: argparse.Namespace, dev: BlockDevice, hidden: int) -> None:
             vid = int(args.volume_id.replace("-", ""), 16)
         except ValueError as exc:
             raise UsageError(f"bad volume id {args.volume_id!r} (8 hex digits)") from exc
+        if not 0 <= vid <= 0xFFFFFFFF:
+            raise UsageError(f"bad volume id {args.volume_id!r} (8 hex digits)")
     if args.source and not os.path.isdir(args.source):
         raise UsageError(f"--from {args.source}: not a directory")
+    return vid
+
+
+def _mkfs_fat(args: argparse.Namespace, dev: BlockDevice, hidden: int, vid: int | None) -> None:
+    from burrow.fs.fat import open_fat
+    from burrow.fs.fat.mkfs import mkfs
+
     mkfs(dev, fat_bits=args.fat_bits, label=args.label, volume_id=vid, hidden_sectors=hidden)
     if args.source:
         with open_fat(dev, readonly=False) as fs:
