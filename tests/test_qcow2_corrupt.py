@@ -103,6 +103,17 @@ def test_table_offsets_beyond_file_or_unaligned(seed_image: bytes, tmp_path: Pat
     _expect(p, _set(seed_image, l2, ">Q", comp), "qcow2 compressed cluster")
 
 
+def test_table_at_offset_zero_says_it_overlaps_the_header(
+    seed_image: bytes, tmp_path: Path
+) -> None:
+    """Offset 0 is inside the file: the message must not claim it "lies outside" it."""
+    p = tmp_path / "z.qcow2"
+    for field, structure in ((40, "qcow2 L1 table"), (48, "qcow2 refcount table")):
+        err = _expect(p, _set(seed_image, field, ">Q", 0), structure)
+        assert err.offset == 0
+        assert "overlaps the header" in str(err) and "outside" not in str(err), str(err)
+
+
 def test_unaligned_l2_and_data_offsets(tmp_path: Path) -> None:
     img = tmp_path / "4k.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "1M")

@@ -340,7 +340,11 @@ def _check_table(
     """A table must start on a cluster boundary (``align`` overrides) and lie in the file."""
     if offset % (align or cs):
         raise CorruptImage(structure, offset, f"offset is not aligned (header byte {field_offset})")
-    if offset == 0 or offset + length > file_size:
+    if offset == 0:
+        raise CorruptImage(
+            structure, offset, f"offset 0 overlaps the header (header byte {field_offset})"
+        )
+    if offset + length > file_size:
         raise CorruptImage(
             structure,
             offset,
