@@ -532,3 +532,30 @@ def test_batched_sealing_is_record_by_record_on_the_wire(rekey_after: int) -> No
     assert b"".join(got[:4]) == data and got[4] == data
     if rekey_after == 4:
         assert pair.server.stats.rekeys_received == 1  # before the fifth of eight records
+
+
+def test_multi_record_total_checked_on_the_final_record() -> None:
+    """The final DATA record counts too: a message one byte over the receiver's limit is
+    refused, one exactly at it is accepted (and decrypted into a single buffer)."""
+    limit = 2 * MAX_PAYLOAD + 100
+    pair = make_pair(max_message=limit + 1)
+    pair.server.config.max_message = limit
+    data = os.urandom(limit)
+    pair.client.send(data)
+    assert _messages(pair.c2s()) == [data]
+    pair.client.send(bytes(limit + 1))
+    with pytest.raises(RemoteProtocolError, match="maximum"):
+        pair.c2s()
+
+
+def test_multi_record_messages_beyond_the_preallocation() -> None:
+    pair = make_pair(max_message=3 << 20)
+    for n in (3 << 20, (1 << 20) + 1, MAX_PAYLOAD + 1):
+        data = os.urandom(n)
+        pair.client.send(data)
+        wire = pair.client.data_to_send()
+        # Fed in odd-sized pieces: records split across reads still land in one buffer.
+        got: list[bytes] = []
+        for off in range(0, len(wire), 100_003):
+            got += _messages(pair.server.receive_data(wire[off : off + 100_003]))
+        assert got == [data]

@@ -127,6 +127,8 @@ REKEY_AFTER_TIME = 120.0
 REJECT_AFTER_TIME = 180.0
 COOKIE_SECRET_LIFETIME = 120.0
 MAX_COOKIE_ROUNDS = 3
+#: Multi-record messages up to this size get their whole buffer at the first record.
+_PREALLOCATE_MAX = 1 << 20
 
 
 def _mac(key: bytes, data: bytes | memoryview) -> bytes:
@@ -386,7 +388,9 @@ class SecureChannel:
         self._close_sent = False
         self._close_received = False
         self._key_queried = False
-        self._partial: list[bytes] = []
+        # A message arriving as DATA_MORE records is decrypted straight into one buffer
+        # (``_partial``, ``_partial_len`` bytes so far): no per-record plaintext and no join.
+        self._partial: bytearray | None = None
         self._partial_len = 0
         self.remote_static: bytes | None = None
         self.peer: PeerInfo | None = None
@@ -717,35 +721,56 @@ class SecureChannel:
             now - recv.key_time >= cfg.reject_after_time and rtype == DATA
         ):
             raise RemoteProtocolError("peer did not rekey in time")
+        if rtype == DATA_MORE or (rtype == DATA and self._partial is not None):
+            self._continued(rtype, record, events)
+            return
         plaintext = recv.cipher.decrypt_with_ad(bytes(record[:16]), record[16:])
         recv.since_rekey += 1
         self.stats.records_received += 1
         if rtype == DATA:
             self.stats.bytes_received += len(plaintext)
-            if self._partial:
-                self._partial.append(plaintext)
-                plaintext = b"".join(self._partial)
-                self._partial = []
-                self._partial_len = 0
             events.append(Message(plaintext))
-        elif rtype == DATA_MORE:
-            self.stats.bytes_received += len(plaintext)
-            self._partial_len += len(plaintext)
-            if self._partial_len + TAGLEN > self.config.max_message:
-                raise RemoteProtocolError("message longer than the agreed maximum")
-            self._partial.append(plaintext)
         elif rtype == KEY_UPDATE:
             recv.cipher.rekey()
             recv.since_rekey = 0
             recv.key_time = now
             self.stats.rekeys_received += 1
         else:  # CLOSE
-            if self._partial:
+            if self._partial is not None:
                 raise RemoteProtocolError("close record inside a multi-record message")
             self._close_received = True
             events.append(CloseReceived())
             if self._close_sent:
                 self._state = _CLOSED
+
+    def _continued(self, rtype: int, record: memoryview, events: list[Event]) -> None:
+        """A record of a multi-record message: decrypt into the message's buffer; the final
+        DATA record completes it. The total is checked before decrypting anything."""
+        recv = self._recv
+        assert recv is not None
+        start = self._partial_len
+        end = start + len(record) - TRANSPORT_HEADER_LEN - TAGLEN
+        limit = self.config.max_message
+        if (rtype == DATA_MORE and end + TAGLEN > limit) or end > limit:
+            raise RemoteProtocolError("message longer than the agreed maximum")
+        buf = self._partial
+        if buf is None:
+            # Room for the largest message up front (zeroing it is cheaper than joining
+            # parts); beyond 1 MiB grow as records come instead.
+            buf = self._partial = bytearray(limit if limit <= _PREALLOCATE_MAX else 0)
+        if len(buf) < end:
+            buf.extend(bytes(end - len(buf)))
+        with memoryview(buf) as view:
+            recv.cipher.decrypt_into(bytes(record[:16]), record[16:], view[start:end])
+        recv.since_rekey += 1
+        self.stats.records_received += 1
+        self.stats.bytes_received += end - start
+        self._partial_len = end
+        if rtype == DATA:
+            del buf[end:]
+            self._partial = None
+            self._partial_len = 0
+            events.append(Message(buf))  # type: ignore[arg-type]
 
     def _seal(self, rtype: int, payload: bytes | bytearray | memoryview) -> bytearray:
         send = self._send
