@@ -90,6 +90,35 @@ def test_mkfs_fat_on_partition(tmp_path: Path) -> None:
     assert "BOOTX64" in listing and "ESP" in listing
 
 
+@pytest.mark.tool("sgdisk", "fsck.fat", "mdir")
+def test_mkfs_fat_on_a_gpt_partition_named_like_the_other_commands(tmp_path: Path) -> None:
+    """``IMAGE@NAME`` selects a GPT partition by name in ``ls``/``nbd serve``; mkfs too.
+
+    A name that matches nothing is "no partition", not "give --size to create it".
+    """
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(
+        ["sgdisk", "-n", "1:2048:+20M", "-t", "1:ef00", "-c", "1:EFI system", "-n", "2:0:0",
+         "-c", "2:data", img],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    before = img.read_bytes()
+    proc = burrow("mkfs", "fat", f"{img}@EFI system", "--label", "ESP")
+    assert proc.returncode == 0, proc.stderr
+    after = img.read_bytes()
+    start, end = 2048 * 512, (2048 + 40960) * 512
+    assert after[:start] == before[:start] and after[end:] == before[end:]  # only partition 1
+    fsck_clean(img, offset=start)
+    assert "ESP" in tool("mdir", "-i", f"{img}@@{start}", "::").stdout
+    proc = burrow("mkfs", "fat", f"{img}@nosuchname")
+    assert proc.returncode == errors.EXIT_FILESYSTEM, proc.stderr
+    assert "no partition" in proc.stderr and "--size" not in proc.stderr
+    assert not (tmp_path / "disk.img@nosuchname").exists()
+    assert img.read_bytes() == after
+
+
 def test_mkfs_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.img"
     proc = burrow("mkfs", "fat", missing)

@@ -60,12 +60,13 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
-def _split_target(target: str) -> tuple[str, int | None]:
-    """``IMAGE@PART`` -> (IMAGE, PART) when PART is a number and IMAGE@PART is not a file."""
+def _split_target(target: str) -> tuple[str, str | None]:
+    """``IMAGE@PART`` -> (IMAGE, PART) when IMAGE@PART is not a file and PART is a number or
+    IMAGE exists (then PART may also be a GPT partition name, as in ``ls``/``nbd serve``)."""
     if "@" in target and not os.path.exists(target):
         image, _, part = target.rpartition("@")
-        if part.isdigit():
-            return image, int(part)
+        if part and (part.isdigit() or os.path.exists(image)):
+            return image, part
     return target, None
 
 
@@ -101,8 +102,12 @@ def open_target(args: argparse.Namespace) -> tuple[BlockDevice, list[BlockDevice
     if table is None:
         dev.close()
         raise UsageError(f"{image} has no partition table")
-    partition = table.partition(part)
-    return partition.open(dev, readonly=False), [dev], partition.start // 512
+    for partition in table.partitions:
+        if str(partition.number) == part or (partition.name and partition.name == part):
+            return partition.open(dev, readonly=False), [dev], partition.start // 512
+    dev.close()
+    have = [p.number for p in table.partitions]
+    raise NotFound(f"no partition {part!r} (have {have})", path=image)
 
 
 def run(args: argparse.Namespace) -> int:
