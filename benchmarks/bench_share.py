@@ -6,13 +6,19 @@ process reading/writing in 4 MiB calls (pipelined 64 KiB chunks). sshfs: mounted
 caches off (``cache=no``, attr/entry timeouts 0) because every burrow run starts with a fresh
 connection and an empty cache; reads and writes with 4 MiB ``read``/``write`` calls, the walk
 with ``os.walk`` + ``os.lstat`` (the same Python loop the burrow side runs via PathFS).
+
+Each burrow run also prints the CPU time (user + system) it cost per process — client (this
+process, ``getrusage``), network process and export worker (``/proc/PID/stat``) — per GiB for
+reads and writes: on a loaded shared machine the steadier figure than wall-clock rates.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.harness import Case
@@ -23,6 +29,46 @@ from burrow.share.keys import encode_key, generate_key_file, load_private_key
 SIZE = 1 << 30
 CHUNK = 4 << 20
 TREE_FILES = 10_000
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the client (us), the ``burrow serve`` process and its workers."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"client": ru.ru_utime + ru.ru_stime, "server": _proc_cpu(pid), "worker": 0.0}
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        out["worker"] += _proc_cpu(int(child))
+    return out
+
+
+def _with_cpu(
+    fn: Callable[[], float], pid: Callable[[], int], per_gib: bool
+) -> Callable[[], float]:
+    """Wrap a burrow contender: print what the run cost in CPU per process."""
+
+    def run() -> float:
+        before = _tree_cpu(pid())
+        amount = fn()
+        after = _tree_cpu(pid())
+        scale = (1 << 30) / amount if per_gib else 1.0
+        unit = "s/GiB" if per_gib else "s"
+        costs = ", ".join(f"{k} {(after[k] - before[k]) * scale:.2f}" for k in after)
+        print(f"  burrow CPU ({unit}): {costs}", file=sys.stderr)
+        return amount
+
+    return run
 
 
 def _data(work: Path) -> Path:
@@ -183,11 +229,16 @@ def cases(work: Path) -> list[Case]:
                 n += 1
         return n
 
+    def server_pid() -> int:
+        proc = state["proc"]
+        assert isinstance(proc, subprocess.Popen)
+        return int(proc.pid)
+
     return [
         Case(
             "share: sequential read 1 GiB (loopback)",
             "bytes",
-            {"burrow": burrow_read, "sshfs": sshfs_read},
+            {"burrow": _with_cpu(burrow_read, server_pid, True), "sshfs": sshfs_read},
             target=">= 1.5x sshfs",
             setup=setup,
             teardown=teardown,
@@ -195,7 +246,7 @@ def cases(work: Path) -> list[Case]:
         Case(
             "share: sequential write 1 GiB (loopback)",
             "bytes",
-            {"burrow": burrow_write, "sshfs": sshfs_write},
+            {"burrow": _with_cpu(burrow_write, server_pid, True), "sshfs": sshfs_write},
             target=">= 1.5x sshfs",
             setup=setup,
             teardown=teardown,
@@ -203,7 +254,7 @@ def cases(work: Path) -> list[Case]:
         Case(
             "share: walk+lstat 10k-file tree (loopback)",
             "ops",
-            {"burrow": burrow_walk, "sshfs": sshfs_walk},
+            {"burrow": _with_cpu(burrow_walk, server_pid, False), "sshfs": sshfs_walk},
             target="faster than sshfs",
             setup=setup,
             teardown=teardown,
