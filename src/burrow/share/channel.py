@@ -127,7 +127,7 @@ class Channel(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.set_write_buffer_limits(high=4 << 20)
+        self.transport.set_write_buffer_limits(high=4 << 20)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
