@@ -144,7 +144,7 @@ def mount(
         raise UsageError(f"mount point {mountpoint} does not exist")
     options = _options(fsname, readonly, allow_other, default_permissions)
     if foreground:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="burrow: %(message)s")
+        _log_to_stderr()
 
         def stop(signum: int, frame: Any) -> None:
             subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
@@ -152,7 +152,9 @@ def mount(
         signal.signal(signal.SIGTERM, stop)
         _write_state(mountpoint, pid=os.getpid(), status="mounted")
         try:
-            _serve(ops, mountpoint, options, lambda: log.info("mounted on %s", mountpoint))
+            _serve(
+                ops, mountpoint, options, lambda: _log_mounted(fsname, mountpoint, ops, readonly)
+            )
         finally:
             _finish(mountpoint, close)
         return 0
@@ -179,10 +181,11 @@ def mount(
         log_path = state_dir() / (_state_file(mountpoint).stem + ".log")
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(log_fd, 2)
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+        _log_to_stderr()
         _write_state(mountpoint, pid=os.getpid(), status="mounted")
 
         def ready() -> None:
+            _log_mounted(fsname, mountpoint, ops, readonly)
             os.write(write_fd, b"ok")
             os.close(write_fd)
 
@@ -201,13 +204,32 @@ def mount(
         os._exit(code)
 
 
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s burrow[%(process)d]: %(message)s",
+        force=True,
+    )
+
+
+def _log_mounted(fsname: str, mountpoint: str, ops: Any, readonly: bool) -> None:
+    timeout = getattr(ops, "timeout", None)
+    cache = f"; kernel caches attributes and names for {timeout:g} s" if timeout else ""
+    mode = "read-only" if readonly else "read-write; the image is written at unmount"
+    log.info("mounted %s on %s (%s%s)", fsname, mountpoint, mode, cache)
+
+
 def _finish(mountpoint: str, close: Callable[[], None]) -> None:
+    log.info("syncing the filesystem and committing to the image")
+    t0 = time.monotonic()
     try:
         close()
     except Exception as exc:
         log.exception("closing the filesystem failed; the image keeps its last committed state")
         _write_state(mountpoint, pid=os.getpid(), status="failed", error=str(exc))
         return
+    log.info("closed in %.2f s", time.monotonic() - t0)
     _write_state(mountpoint, pid=os.getpid(), status="closed")
 
 
@@ -233,12 +255,41 @@ def unmount(mountpoint: str, *, timeout: float = 120.0) -> None:
                 )
             return
         pid = int(info.get("pid", 0))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            state.unlink(missing_ok=True)
+        if pid and not _alive(pid):
+            _dead_daemon(state, pid, mountpoint)
             return
-        except PermissionError:
-            pass
         time.sleep(0.05)
     raise BurrowError("timed out waiting for the mount daemon to finish", path=mountpoint)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is dead too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _dead_daemon(state: Path, pid: int, mountpoint: str) -> None:
+    """The daemon is gone: fine if it wrote its final status first, else it was killed."""
+    try:
+        info = json.loads(state.read_text())
+    except (OSError, ValueError):
+        info = {}
+    state.unlink(missing_ok=True)
+    status = info.get("status")
+    if status == "closed":
+        return
+    if status == "failed":
+        raise BurrowError(f"commit after unmount failed: {info.get('error')}", path=mountpoint)
+    raise BurrowError(
+        f"the mount daemon (pid {pid}) had died: changes made through the mount were not "
+        "written; the image keeps its state from before the mount",
+        path=mountpoint,
+    )

@@ -445,11 +445,6 @@ class FilesystemOperations(pyfuse3.Operations):
 
     # -- xattrs and statfs --------------------------------------------------------------
     @_handler
-    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        value: bytes = self.fs.getxattr(self._to_fs(inode), os.fsdecode(name))
-        return value
-
-    @_handler
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         return [os.fsencode(n) for n in self.fs.listxattr(self._to_fs(inode))]
 
@@ -473,8 +468,19 @@ class FilesystemOperations(pyfuse3.Operations):
         self.fs.setxattr(ino, os.fsdecode(name), value)
 
     @_handler
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        try:
+            value: bytes = self.fs.getxattr(self._to_fs(inode), os.fsdecode(name))
+        except BurrowError as exc:
+            raise _acl_absent(name, exc) from None
+        return value
+
+    @_handler
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        self.fs.removexattr(self._to_fs(inode), os.fsdecode(name))
+        try:
+            self.fs.removexattr(self._to_fs(inode), os.fsdecode(name))
+        except BurrowError as exc:
+            raise _acl_absent(name, exc) from None
 
     @_handler
     async def statfs(self, ctx: Any) -> Any:
@@ -490,6 +496,16 @@ class FilesystemOperations(pyfuse3.Operations):
         out.f_favail = s.f_ffree
         out.f_namemax = s.f_namemax
         return out
+
+
+def _acl_absent(name: bytes, exc: BurrowError) -> BaseException:
+    """A filesystem without xattrs has no POSIX ACLs: reading or removing one is ENODATA
+    (as on a filesystem with ACL support and none set), not EOPNOTSUPP. Since setting a
+    minimal ACL works (it sets the mode), ``cp -a`` and ``rsync -A`` then behave as on
+    ext4 (libacl deletes the default ACL of every copied directory)."""
+    if name.startswith(b"system.posix_acl_") and errno_of(exc) in (errno.EOPNOTSUPP, errno.ENOTSUP):
+        return pyfuse3.FUSEError(errno.ENODATA)
+    return exc
 
 
 _ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 1, 2, 4, 8, 16, 32

@@ -20,6 +20,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-other", action="store_true", help="let other users in")
     parser.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
     parser.add_argument("--format", choices=["raw", "qcow2"], help="image format (default: detect)")
+    parser.add_argument(
+        "--cache-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long the kernel may cache attributes and names (default 60; 0: never)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--block needs a regular file as the mount point")
     if not args.block and not os.path.isdir(args.mountpoint):
         raise UsageError(f"mount point {args.mountpoint} is not a directory")
+    if args.cache_timeout is not None and args.cache_timeout < 0:
+        raise UsageError("--cache-timeout must be >= 0")
     served = open_source(args.source, block=args.block, readonly=args.ro, image_format=args.format)
+    if args.cache_timeout is not None and hasattr(served.ops, "timeout"):
+        served.ops.timeout = args.cache_timeout
     from burrow.fuse.mount import mount
 
     return mount(
