@@ -119,6 +119,23 @@ def test_mkfs_fat_on_a_gpt_partition_named_like_the_other_commands(tmp_path: Pat
     assert img.read_bytes() == after
 
 
+def test_mkfs_from_a_tree_that_does_not_fit_names_the_file(tmp_path: Path) -> None:
+    """FAT12/16 roots hold a fixed number of entries: the one-line error names the file that
+    did not fit (as ``burrow cp`` does), and no half-made new image is left."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):
+        (src / f"a long file name number {i:03d}.txt").write_text(str(i))
+    target = tmp_path / "floppy.img"
+    proc = burrow("mkfs", "fat", target, "--size", "1440K", "--from", src)
+    assert proc.returncode == errors.EXIT_FILESYSTEM, proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert line.startswith("burrow: /a long file name number "), line
+    assert "root directory is full" in line
+    assert not target.exists()
+
+
 def test_mkfs_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.img"
     proc = burrow("mkfs", "fat", missing)

@@ -170,13 +170,16 @@ def _mkfs_fat(args: argparse.Namespace, dev: BlockDevice, hidden: int, vid: int 
             copy_tree_in(args.source, fs, fs.root_ino)
 
 
-def copy_tree_in(src: str, fs: Filesystem, dir_ino: int, *, depth: int = 0) -> None:
+def copy_tree_in(
+    src: str, fs: Filesystem, dir_ino: int, *, depth: int = 0, where: str = ""
+) -> None:
     """Copy the host directory ``src``'s contents into directory ``dir_ino`` of ``fs``.
 
     FAT-friendly rules: symlinks are followed (like mcopy); device nodes, fifos and sockets
-    are skipped with a warning; mtimes and the read-only bit are kept.
+    are skipped with a warning; mtimes and the read-only bit are kept. ``where`` is the
+    directory's path in the image: a filesystem error names the file it happened on.
     """
-    from burrow.errors import UsageError
+    from burrow.errors import FilesystemError, UsageError
 
     if depth > 256:
         raise UsageError(f"{src}: directory tree too deep (symlink loop?)")
@@ -188,22 +191,35 @@ def copy_tree_in(src: str, fs: Filesystem, dir_ino: int, *, depth: int = 0) -> N
         except OSError:
             print(f"burrow: skipping dangling symlink {entry.path}", file=sys.stderr)
             continue
-        if stat.S_ISDIR(st.st_mode):
-            ino = fs.mkdir(dir_ino, entry.name, st.st_mode & 0o777)
-            copy_tree_in(entry.path, fs, ino, depth=depth + 1)
-            fs.setattr(ino, mode=st.st_mode & 0o777, atime_ns=st.st_atime_ns,
-                       mtime_ns=st.st_mtime_ns)  # fmt: skip
-        elif stat.S_ISREG(st.st_mode):
-            ino = fs.create(dir_ino, entry.name, 0o644)
-            with open(entry.path, "rb", buffering=0) as f:
-                pos = 0
-                while True:
-                    chunk = f.read(4 << 20)
-                    if not chunk:
-                        break
-                    fs.write(ino, pos, chunk)
-                    pos += len(chunk)
-            fs.setattr(ino, mode=st.st_mode & 0o777, atime_ns=st.st_atime_ns,
-                       mtime_ns=st.st_mtime_ns)  # fmt: skip
-        else:
-            print(f"burrow: FAT cannot hold {entry.path} (special file), skipped", file=sys.stderr)
+        try:
+            _copy_entry_in(entry, st, fs, dir_ino, depth, f"{where}/{entry.name}")
+        except FilesystemError as exc:
+            if exc.path is None:
+                exc.path = exc.filename = f"{where}/{entry.name}"
+            raise
+
+
+def _copy_entry_in(
+    entry: os.DirEntry[str], st: os.stat_result, fs: Filesystem, dir_ino: int, depth: int,
+    where: str,
+) -> None:  # fmt: skip
+    """One directory entry of :func:`copy_tree_in` (``where``: its path in the image)."""
+    if stat.S_ISDIR(st.st_mode):
+        ino = fs.mkdir(dir_ino, entry.name, st.st_mode & 0o777)
+        copy_tree_in(entry.path, fs, ino, depth=depth + 1, where=where)
+        fs.setattr(ino, mode=st.st_mode & 0o777, atime_ns=st.st_atime_ns,
+                   mtime_ns=st.st_mtime_ns)  # fmt: skip
+    elif stat.S_ISREG(st.st_mode):
+        ino = fs.create(dir_ino, entry.name, 0o644)
+        with open(entry.path, "rb", buffering=0) as f:
+            pos = 0
+            while True:
+                chunk = f.read(4 << 20)
+                if not chunk:
+                    break
+                fs.write(ino, pos, chunk)
+                pos += len(chunk)
+        fs.setattr(ino, mode=st.st_mode & 0o777, atime_ns=st.st_atime_ns,
+                   mtime_ns=st.st_mtime_ns)  # fmt: skip
+    else:
+        print(f"burrow: FAT cannot hold {entry.path} (special file), skipped", file=sys.stderr)
