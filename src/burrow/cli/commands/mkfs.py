@@ -1,8 +1,9 @@
 """``burrow mkfs fat|ext4|ext3|ext2 TARGET``: make a filesystem on a file, an image or a partition.
 
 TARGET is a path to an image (raw or qcow2, opened read-write), a new raw file (created with
-``--size``), or ``IMAGE@PART`` (partition number PART of the image's MBR/GPT table; the
-partition's offset becomes the FAT "hidden sectors" field, as mkfs.fat does on a partition).
+``--size``), or ``IMAGE@PART`` (partition number PART, or GPT partition name, of the image's
+MBR/GPT table; the partition's offset becomes the FAT "hidden sectors" field, as mkfs.fat does
+on a partition).
 ``--from DIR`` copies a host tree into the new filesystem (for ext4 also a tar archive).
 """
 
