@@ -249,6 +249,9 @@ def test_listen_failures_name_the_address_in_one_line(tmp_path: Path) -> None:
     assert len(res.stderr.strip().splitlines()) == 1
     res = burrow("--socket", str(tmp_path / "s"), "--threads", "-1")
     assert res.returncode == 2 and "--threads" in res.stderr
+    bare = subprocess.run([*BURROW, "nbd", "serve"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2
+    assert bare.stderr.rstrip().endswith("required: IMAGE[@PART]|module:Class"), bare.stderr
 
 
 @pytest.mark.tool("nbdinfo")

@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("serve", help="serve an image, a partition or a Python class over NBD")
     p.add_argument("target", metavar="IMAGE[@PART]|module:Class")
-    p.add_argument("args", nargs="*", metavar="ARGS", help="arguments for module:Class")
+    p.add_argument("args", nargs="*", default=[], metavar="ARGS", help="arguments for module:Class")
     p.add_argument("--socket", "-U", metavar="PATH", help="listen on this Unix socket")
     p.add_argument("--listen", "-l", metavar="HOST:PORT", help="listen on TCP (default port 10809)")
     p.add_argument("--read-only", "-r", action="store_true", help="refuse writes")
