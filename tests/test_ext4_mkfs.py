@@ -362,3 +362,42 @@ def test_every_variant_mounts(tmp_path: Path, kw: dict[str, object]) -> None:
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
     fsck(img)
+
+
+@pytest.mark.tool("tar")
+def test_from_gnu_tar_keeps_nanosecond_times_and_binary_xattrs(tmp_path: Path) -> None:
+    """A `tar --format=posix` archive of a real tree: times to the nanosecond, raw xattr bytes.
+
+    tarfile's own ``mtime`` is a float (about 7 digits after the point today), so nanoseconds
+    came out wrong before the pax string was parsed exactly.
+    """
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    f = src / "dir" / "file"
+    f.write_bytes(b"data\n")
+    times = {
+        f: (1795572985_940037299, 1795572985_940090710),
+        src / "dir": (1700000000_123456789, 1700000000_999999999),
+    }
+    for p, (at, mt) in times.items():
+        os.utime(p, ns=(at, mt))
+    raw = bytes(range(256))
+    try:
+        os.setxattr(f, "user.raw", raw)
+    except OSError:
+        pytest.skip("no user xattrs on the temporary directory")
+    os.utime(src / "dir", ns=times[src / "dir"])
+    tarpath = tmp_path / "src.tar"
+    subprocess.run(["tar", "--format=posix", "--xattrs", "--xattrs-include=*", "-cf", str(tarpath),
+                    "-C", str(src), "."], check=True)  # fmt: skip
+    img = tmp_path / "fs.img"
+    proc = _burrow("mkfs", "ext4", str(img), "--size", "16M", "--from", str(tarpath))
+    assert proc.returncode == 0, proc.stderr
+    fsck(img)
+    with readable(img) as fs:
+        d = fs.lookup(fs.root_ino, "dir")
+        ino = fs.lookup(d, "file")
+        for node, p in ((ino, f), (d, src / "dir")):
+            st, host = fs.getattr(node), os.lstat(p)
+            assert st.st_mtime_ns == host.st_mtime_ns
+        assert fs.getxattr(ino, "user.raw") == raw

@@ -12,6 +12,7 @@ file owned by 0:0. Directory times are set after their contents are in place.
 
 from __future__ import annotations
 
+import decimal
 import os
 import stat
 import tarfile
@@ -141,9 +142,9 @@ class Populator:
                     self.warn(f"skipping unsafe member {m.name!r}")
                     continue
                 uid, gid = self.ids(m.uid, m.gid)
-                mtime = int(m.mtime * 1_000_000_000)
                 pax = m.pax_headers or {}
-                atime = int(float(pax["atime"]) * 1e9) if "atime" in pax else mtime
+                mtime = _pax_time_ns(pax.get("mtime"), m.mtime)
+                atime = _pax_time_ns(pax.get("atime"), None) if "atime" in pax else mtime
                 xattrs = {
                     k[len("SCHILY.xattr.") :]: v.encode("utf-8", "surrogateescape")
                     for k, v in pax.items()
@@ -330,3 +331,19 @@ def cli_mkfs(dev: object, args: object) -> None:
             )
         finally:
             fs.close()
+
+
+def _pax_time_ns(text: str | None, fallback: float | None) -> int:
+    """A pax time ("1795572985.940037299") in exact nanoseconds.
+
+    Why not ``TarInfo.mtime``: tarfile parses pax times as floats, which keep only about
+    seven digits after the point for present-day times, so nanoseconds came out wrong.
+    """
+    if text is not None:
+        try:
+            return int(decimal.Decimal(text).scaleb(9).to_integral_value(decimal.ROUND_FLOOR))
+        except (decimal.InvalidOperation, ValueError, OverflowError):
+            pass
+    if fallback is None:
+        return 0
+    return int(fallback * 1_000_000_000)
