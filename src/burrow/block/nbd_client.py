@@ -139,9 +139,13 @@ class NBDDevice(BlockDevice):
         self.info = done
         self._size = done.size
         self._flags = done.flags
-        self._block_size = max(512, min(done.preferred_block, 65536))
-        self._min_block = done.min_block
-        self._max_payload = max(done.min_block, min(done.max_payload, 32 * 1024 * 1024))
+        # We ask for NBD_INFO_BLOCK_SIZE, so we must honour the minimum block size: every
+        # request is aligned to it (partial blocks are read-modify-written under _rmw_lock).
+        self._min_block = max(1, done.min_block)
+        self._block_size = max(512, min(done.preferred_block, 65536), self._min_block)
+        payload = max(self._min_block, min(done.max_payload, 32 * 1024 * 1024))
+        self._max_payload = payload - payload % self._min_block
+        self._rmw_lock = threading.RLock()
         remote_ro = bool(done.flags & NBD_FLAG_READ_ONLY)
         self._readonly = readonly or remote_ro
         # Context ids are opaque: 0 is a valid id (qemu-nbd uses it), so None means "none".
@@ -307,7 +311,38 @@ class NBDDevice(BlockDevice):
         return False
 
     # -- BlockDevice hooks -------------------------------------------------------------------
+    def _aligned(self, offset: int, end: int) -> bool:
+        """Whether ``[offset, end)`` may be sent as is (the export's end counts as aligned)."""
+        mb = self._min_block
+        return mb == 1 or (offset % mb == 0 and (end % mb == 0 or end == self._size))
+
+    def _block_span(self, pos: int) -> tuple[int, int]:
+        """The minimum-size block holding byte ``pos`` (cut at the end of the export)."""
+        start = pos - pos % self._min_block
+        return start, min(self._size, start + self._min_block)
+
     def _preadinto(self, buf: memoryview, offset: int) -> None:
+        end = offset + len(buf)
+        if self._aligned(offset, end):
+            self._read_aligned(buf, offset)
+            return
+        pos = offset
+        while pos < end:
+            b0, b1 = self._block_span(pos)
+            if pos == b0 and (end >= b1):
+                mid = b0 + (end - b0) // self._min_block * self._min_block
+                if end == self._size:
+                    mid = end
+                self._read_aligned(buf[pos - offset : mid - offset], pos)
+                pos = mid
+                continue
+            block = bytearray(b1 - b0)
+            self._read_aligned(memoryview(block), b0)
+            take = min(end, b1) - pos
+            buf[pos - offset : pos - offset + take] = block[pos - b0 : pos - b0 + take]
+            pos += take
+
+    def _read_aligned(self, buf: memoryview, offset: int) -> None:
         pos, end = 0, len(buf)
         step = self._max_payload
         while pos < end:
@@ -317,20 +352,61 @@ class NBDDevice(BlockDevice):
 
     def _pwrite(self, data: memoryview, offset: int, fua: bool) -> None:
         flags = NBD_CMD_FLAG_FUA if fua and self.can_fua else 0
+        end = offset + len(data)
+        if self._min_block == 1:
+            self._write_aligned(data, offset, flags)
+            return
+        with self._rmw_lock:  # no aligned write may slip between a partial block's read and write
+            pos = offset
+            while pos < end:
+                b0, b1 = self._block_span(pos)
+                if pos == b0 and end >= b1:
+                    mid = b0 + (end - b0) // self._min_block * self._min_block
+                    if end == self._size:
+                        mid = end
+                    self._write_aligned(data[pos - offset : mid - offset], pos, flags)
+                    pos = mid
+                    continue
+                block = bytearray(b1 - b0)
+                self._read_aligned(memoryview(block), b0)
+                take = min(end, b1) - pos
+                block[pos - b0 : pos - b0 + take] = data[pos - offset : pos - offset + take]
+                self._write_aligned(memoryview(block), b0, flags)
+                pos += take
+
+    def _write_aligned(self, data: memoryview, offset: int, flags: int) -> None:
         pos, end = 0, len(data)
         while pos < end:
             n = min(self._max_payload, end - pos)
             self._request(NBD_CMD_WRITE, offset + pos, n, flags, data[pos : pos + n])
             pos += n
 
+    def _inner(self, n: int, offset: int) -> tuple[int, int]:
+        """The aligned part ``[start, end)`` of a range (empty when ``start >= end``)."""
+        mb = self._min_block
+        start = -(-offset // mb) * mb
+        end = offset + n
+        if end != self._size:
+            end -= end % mb
+        return start, end
+
     def _flush(self) -> None:
         if self._flags & NBD_FLAG_SEND_FLUSH:
             self._request(NBD_CMD_FLUSH)
 
     def _discard(self, n: int, offset: int) -> None:
-        self._ranged(NBD_CMD_TRIM, n, offset, 0)
+        start, end = self._inner(n, offset)  # advisory: partial blocks are left alone
+        if end > start:
+            self._ranged(NBD_CMD_TRIM, end - start, start, 0)
 
     def _ranged(self, cmd: int, n: int, offset: int, flags: int) -> None:
+        if self._min_block > 1 and cmd != NBD_CMD_CACHE:
+            with self._rmw_lock:  # a partial block's read-modify-write must not undo this
+                self._ranged_unlocked(cmd, n, offset, flags)
+        else:
+            self._ranged_unlocked(cmd, n, offset, flags)
+
+    def _ranged_unlocked(self, cmd: int, n: int, offset: int, flags: int) -> None:
         pos, end = offset, offset + n
         step = 1 << 30
         while pos < end:
@@ -339,7 +415,19 @@ class NBDDevice(BlockDevice):
             pos += take
 
     def _write_zeroes(self, n: int, offset: int, may_unmap: bool) -> None:
-        self._ranged(NBD_CMD_WRITE_ZEROES, n, offset, 0 if may_unmap else NBD_CMD_FLAG_NO_HOLE)
+        flags = 0 if may_unmap else NBD_CMD_FLAG_NO_HOLE
+        if self._aligned(offset, offset + n):
+            self._ranged(NBD_CMD_WRITE_ZEROES, n, offset, flags)
+            return
+        start, end = self._inner(n, offset)
+        if end <= start:  # inside one or two partial blocks
+            self._pwrite(memoryview(bytes(n)), offset, False)
+            return
+        if start > offset:
+            self._pwrite(memoryview(bytes(start - offset)), offset, False)
+        self._ranged(NBD_CMD_WRITE_ZEROES, end - start, start, flags)
+        if offset + n > end:
+            self._pwrite(memoryview(bytes(offset + n - end)), end, False)
 
     def write_zeroes(
         self, n: int, offset: int, *, may_unmap: bool = False, fua: bool = False, fast: bool = False
@@ -348,6 +436,8 @@ class NBDDevice(BlockDevice):
             self._check_writable()
             if not self._flags & NBD_FLAG_SEND_FAST_ZERO:
                 raise Unsupported("fast-zero", "the server does not offer fast zeroing")
+            if not self._aligned(offset, offset + n):
+                raise Unsupported("fast-zero", "the range is not aligned to the block size")
             flags = NBD_CMD_FLAG_FAST_ZERO | (0 if may_unmap else NBD_CMD_FLAG_NO_HOLE)
             if fua and self.can_fua:
                 flags |= NBD_CMD_FLAG_FUA
@@ -361,21 +451,32 @@ class NBDDevice(BlockDevice):
     def cache(self, n: int, offset: int) -> None:
         super().cache(n, offset)
         if n and self.can_cache:
-            self._ranged(NBD_CMD_CACHE, n, offset, 0)
+            start = offset - offset % self._min_block
+            end = min(self._size, -(-(offset + n) // self._min_block) * self._min_block)
+            self._ranged(NBD_CMD_CACHE, end - start, start, 0)
 
     def _extents(self, n: int, offset: int) -> Iterator[Extent]:
         if self._context is None:
             yield Extent(offset, n, ExtentFlags.DATA)
             return
         pos, end = offset, offset + n
+        mb = self._min_block
         while pos < end:
-            ask = min(end - pos, BLOCK_STATUS_CHUNK)
-            got = self._request(NBD_CMD_BLOCK_STATUS, pos, ask)
-            if not got:
-                raise RemoteProtocolError("NBD: block status reply without extents")
+            # Ask from the block holding pos, for whole blocks; skip what lies before pos.
+            at = pos - pos % mb
+            ask_end = min(self._size, -(-min(end, at + BLOCK_STATUS_CHUNK) // mb) * mb)
+            got = self._request(NBD_CMD_BLOCK_STATUS, at, ask_end - at)
+            if not got or at + sum(length for length, _ in got) <= pos:
+                raise RemoteProtocolError("NBD: block status reply without extents past the start")
             for length, flags in got:
-                take = min(length, end - pos)
+                if at + length <= pos:
+                    at += length
+                    continue
+                take = min(at + length, end) - pos
+                if take <= 0:
+                    raise RemoteProtocolError("NBD: block status extent of length 0")
                 yield Extent(pos, take, ExtentFlags(flags & 3))
+                at += length
                 pos += take
                 if pos >= end:
                     return
