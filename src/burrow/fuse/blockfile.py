@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyfuse3
@@ -28,11 +29,16 @@ __all__ = ["BlockFileOperations"]
 class BlockFileOperations(pyfuse3.Operations):
     def __init__(self, dev: BlockDevice) -> None:
         super().__init__()
+        self.after_init: Callable[[], None] | None = None  # run once, at the first request
         self.dev = dev
         self._uid, self._gid = os.getuid(), os.getgid()
         self._time = time.time_ns()
 
     def _check(self, inode: int) -> None:
+        if self.after_init is not None:
+            from burrow.fuse.ops import _run_after_init
+
+            _run_after_init(self)
         if inode != pyfuse3.ROOT_INODE:
             raise pyfuse3.FUSEError(errno.ENOENT)
 

@@ -108,8 +108,10 @@ def _serve(ops: Any, mountpoint: str, options: set[str], ready: Callable[[], Non
     import trio
 
     real = os.path.realpath(mountpoint)  # before mounting: it stats the mount point
+    tune = functools.partial(_tune_readahead, real)
+    if hasattr(ops, "after_init"):
+        ops.after_init = tune  # after INIT, which sets the readahead to at most 128 KiB
     pyfuse3.init(ops, mountpoint, options)
-    _tune_readahead(real)
     ready()
     try:
         # One task: the handlers never wait, so more tasks would only add scheduling.

@@ -97,6 +97,8 @@ def _handler(fn: _F) -> _F:
 
     @functools.wraps(fn)
     async def wrapper(self: FilesystemOperations, *args: Any) -> Any:
+        if self.after_init is not None:
+            _run_after_init(self)
         try:
             return await fn(self, *args)
         except pyfuse3.FUSEError:
@@ -118,6 +120,16 @@ def _handler(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def _run_after_init(ops: Any) -> None:
+    """Run the mount's one-shot hook at the first request: by then the kernel has processed
+    the INIT reply (which would undo settings made earlier, such as the readahead)."""
+    hook, ops.after_init = ops.after_init, None
+    try:
+        hook()
+    except Exception:
+        log.exception("after-init hook failed")
+
+
 def _short(args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Request arguments for a log line (no file data, no request context)."""
     out: list[Any] = []
@@ -137,6 +149,7 @@ class FilesystemOperations(pyfuse3.Operations):
 
     def __init__(self, fs: Filesystem, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__()
+        self.after_init: Callable[[], None] | None = None  # run once, at the first request
         self.fs = fs
         self.timeout = timeout
         self._root = fs.root_ino
