@@ -158,3 +158,34 @@ def test_abort_mid_stream_is_connection_lost_on_the_other_side() -> None:
         assert srv.connections == set()
 
     asyncio.run(main())
+
+
+def test_close_while_a_reader_waits_and_replies_still_arrive() -> None:
+    """A reader task blocked in recv() and close() wait at the same time while the peer's
+    answers are still coming in: both must be woken (close() must not sit out its 5 s
+    timeout, the reader must see the end)."""
+
+    async def main() -> None:
+        ck, sk = KeyPair.generate(), KeyPair.generate()
+        srv = await _server(ck, sk, [])
+        ch, _ = await open_channel("127.0.0.1", srv.port, key=ck, server_key=sk.public)
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            while True:
+                try:
+                    got.append(await ch.recv())
+                except ConnectionLost:
+                    return
+
+        task = asyncio.get_running_loop().create_task(reader())
+        await asyncio.sleep(0.05)  # the reader is waiting
+        for _ in range(20):
+            ch.send_nowait(os.urandom(50_000))  # echoes arrive during close()
+        t0 = asyncio.get_running_loop().time()
+        await ch.close()
+        assert asyncio.get_running_loop().time() - t0 < 3.0
+        await asyncio.wait_for(task, 3.0)
+        await srv.aclose()
+
+    asyncio.run(main())

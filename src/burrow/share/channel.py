@@ -107,7 +107,10 @@ class Channel(asyncio.Protocol):
         self._queued = 0
         self._max_queued = max_queued
         self._reading_paused = False
-        self._waiter: asyncio.Future[None] | None = None
+        # Everyone waiting for news (recv() in a reader task, close() at the same time):
+        # each gets its own future, all are woken. (A single shared slot let close() and a
+        # reader overwrite each other's future, and close() then sat out its 5 s timeout.)
+        self._waiters: list[asyncio.Future[None]] = []
         self._write_ok = asyncio.Event()
         self._write_ok.set()
         self._error: BaseException | None = None
@@ -212,9 +215,20 @@ class Channel(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def _wait(self) -> None:
+        """Until the next :meth:`_wake` (a message, the end, an error)."""
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
 
     # -- public API --------------------------------------------------------------------
     @property
@@ -235,11 +249,7 @@ class Channel(asyncio.Protocol):
                 raise self._error
             if self._eof:
                 raise ConnectionLost("the peer closed the channel")
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         data = self._queue.popleft()
         self._queued -= len(data)
         if self._reading_paused and self._queued <= self._max_queued // 2 and self.transport:
@@ -292,11 +302,7 @@ class Channel(asyncio.Protocol):
         try:
             async with asyncio.timeout(5.0):
                 while not self._eof and self._error is None:
-                    self._waiter = self._loop.create_future()
-                    try:
-                        await self._waiter
-                    finally:
-                        self._waiter = None
+                    await self._wait()
         except TimeoutError:
             pass
         if self.transport is not None:
