@@ -224,3 +224,36 @@ def test_sync_lookups_answered_from_cache_then_refreshed(tmp_path: Path) -> None
         assert pfs.lstat("/d/f").st_size == 7
         assert srv.stats()["calls"] > calls
         assert pfs.lstat("/d/g").st_size == 0
+
+
+def test_sequential_reads_with_readahead(tmp_path: Path) -> None:
+    """Large sequential reads are served partly from the read-ahead: the bytes must be the
+    file's, at every size and offset pattern, and a write or truncate through the client is
+    never hidden by data fetched ahead of it."""
+    from burrow.proto.shareproto import MAX_CHUNK
+
+    export = tmp_path / "export"
+    export.mkdir()
+    blob = os.urandom(17 * MAX_CHUNK + 12345)
+    (export / "big").write_bytes(blob)
+    key = KeyPair.generate()
+    with (
+        running_server({"data": export}, peers_of(("alice", key, {"data": "rw"}))) as srv,
+        PathFS(connect(srv.url("data"), key=key, server_key=srv.server_pub, readonly=False)) as pfs,
+    ):
+        fs = pfs.fs
+        ino = pfs.resolve("/big")
+        for step in (MAX_CHUNK + 1, 2 * MAX_CHUNK, 1 << 20, 3 * MAX_CHUNK - 7):
+            got = b"".join(fs.read(ino, off, step) for off in range(0, len(blob), step))
+            assert got == blob, step
+        assert fs.read(ino, len(blob) - 10, 1 << 20) == blob[-10:]  # short read at the end
+        # A read-ahead is pending for the next megabyte: change it through the client.
+        assert fs.read(ino, 0, 1 << 20) == blob[: 1 << 20]
+        fs.write(ino, 1 << 20, b"X" * 1000)
+        assert fs.read(ino, 1 << 20, 1 << 20) == b"X" * 1000 + blob[(1 << 20) + 1000 : 2 << 20]
+        assert fs.read(ino, 2 << 20, 1 << 20) == blob[2 << 20 : 3 << 20]
+        fs.setattr(ino, size=(3 << 20) + 5)  # truncate while the next read-ahead is pending
+        assert fs.read(ino, 3 << 20, 1 << 20) == blob[3 << 20 : (3 << 20) + 5]
+        # Other readers' interleaved offsets never get another offset's data.
+        assert fs.read(ino, 0, 1 << 20) == b"".join([blob[: 1 << 20]])
+        assert fs.read(ino, 5, 1 << 20) == (blob[5 : 1 << 20] + b"X" * 5)

@@ -56,9 +56,18 @@ __all__ = [
 ]
 
 WINDOW = 16  # chunk calls in flight per read/write
+#: Reads larger than one chunk and up to this size start a read-ahead of the same size.
+READAHEAD_MAX = 8 << 20
 ATTR_TTL = 1.0
 DEFAULT_PORT = 7339
 _T = TypeVar("_T")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's exception as seen (read-ahead errors are not reported: the
+    reader asks again the normal way)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def parse_url(url: str) -> tuple[str, int, str, str]:
@@ -106,6 +115,9 @@ class AsyncShareClient:
         self._dentries: dict[tuple[int, str], tuple[float, int]] = {}
         self._lock = asyncio.Lock()
         self._closed = False
+        # Read-ahead (one file at a time): the chunks after the last large read, fetched in
+        # the background so a sequential reader never lets the pipe drain between calls.
+        self._ra: tuple[int, int, int, float, asyncio.Task[list[tuple[Any, ...]]]] | None = None
         self.root_ino = 0
         self.writable = False
         self.reconnects = 0
@@ -239,6 +251,7 @@ class AsyncShareClient:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._drop_readahead()
         ch, self._ch = self._ch, None
         if ch is not None:
             with contextlib.suppress(BurrowError, OSError):
@@ -265,11 +278,48 @@ class AsyncShareClient:
     def _dirty(self, *inos: int) -> None:
         for ino in inos:
             self._attrs.pop(ino, None)
+            if self._ra is not None and self._ra[0] == ino:
+                self._drop_readahead()
 
     def _names_changed(self) -> None:
         """A name was removed or moved: forget cached names and attributes (link counts)."""
         self._dentries.clear()
         self._attrs.clear()
+        self._drop_readahead()
+
+    def _drop_readahead(self) -> None:
+        ra, self._ra = self._ra, None
+        if ra is not None and not ra[4].done():
+            ra[4].cancel()
+
+    async def _take_readahead(self, ino: int, offset: int, n: int) -> list[bytes] | None:
+        """The read-ahead's chunks when it is exactly this read (same file, offset and size:
+        what a sequential reader asks for next) and fresh (no older than :data:`ATTR_TTL`,
+        like the attribute cache); else ``None``."""
+        ra, self._ra = self._ra, None
+        if ra is None:
+            return None
+        ra_ino, ra_off, ra_len, started, task = ra
+        if ra_ino != ino or ra_off != offset or ra_len != n:
+            if not task.done():
+                task.cancel()
+            return None
+        try:
+            results = await task
+        except (BurrowError, OSError, asyncio.CancelledError):
+            return None  # read again the normal way (which reports any error)
+        if time.monotonic() - started > ATTR_TTL:
+            return None
+        return [r[0] for r in results]
+
+    def _start_readahead(self, ino: int, handle: bytes, offset: int, n: int) -> None:
+        args = [
+            (handle, pos, min(sp.MAX_CHUNK, offset + n - pos))
+            for pos in range(offset, offset + n, sp.MAX_CHUNK)
+        ]
+        task = asyncio.get_running_loop().create_task(self._pipelined(Op.READ, args))
+        task.add_done_callback(_retrieve)
+        self._ra = (ino, offset, n, time.monotonic(), task)
 
     def cached_lookup(self, parent: int, name: str) -> int | None:
         """The inode of ``name`` when the name cache still knows it, else ``None``. Plain
@@ -390,15 +440,29 @@ class AsyncShareClient:
             (data,) = await self.call(Op.READ, self._h(ino), offset, n)
             return bytes(data)
         handle = self._h(ino)
-        args = [
-            (handle, pos, min(sp.MAX_CHUNK, offset + n - pos))
-            for pos in range(offset, offset + n, sp.MAX_CHUNK)
-        ]
         parts: list[bytes] = []
-        for (data,) in await self._pipelined(Op.READ, args):
+        pos = offset
+        ahead = await self._take_readahead(ino, offset, n)
+        if ahead is not None:
+            for data in ahead:
+                parts.append(data)
+                short = len(data) < min(sp.MAX_CHUNK, offset + n - pos)
+                pos += len(data)
+                if short:
+                    return b"".join(parts)  # end of file
+        args = [
+            (handle, p, min(sp.MAX_CHUNK, offset + n - p))
+            for p in range(pos, offset + n, sp.MAX_CHUNK)
+        ]
+        eof = False
+        for a, (data,) in zip(args, await self._pipelined(Op.READ, args), strict=True):
             parts.append(data)
-            if len(data) < sp.MAX_CHUNK:
-                break  # end of file
+            if len(data) < a[2]:
+                eof = True  # end of file
+                break
+        if not eof and not self._closed and n <= READAHEAD_MAX:
+            # A large read: fetch what a sequential reader asks for next in the background.
+            self._start_readahead(ino, handle, offset + n, n)
         return b"".join(parts)
 
     async def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
@@ -491,6 +555,7 @@ class AsyncShareClient:
             mtime_ns or 0,
         )
         st = stat_from_tuple(attr)
+        self._dirty(ino)  # (drops a read-ahead of this file: its size may have changed)
         self._attrs[ino] = (time.monotonic(), st)
         return st
 
