@@ -289,6 +289,57 @@ def test_reads_from_threads_during_writes_and_commits(tmp_path: Path) -> None:
     assert path.read_bytes()[:65536] == bytes([39]) * 65536
 
 
+def test_commit_and_drop_are_not_starved_by_overlapping_readers(tmp_path: Path) -> None:
+    """commit()/drop() wait for reads in flight; readers that keep overlapping (an NBD server
+    or FUSE mount under load) must not keep them waiting for ever: new reads queue behind a
+    pending commit. The base is slow so two readers always overlap."""
+    import threading
+    import time
+
+    from burrow.block.filters.base import FilterDevice
+
+    class SlowReads(FilterDevice):
+        def _preadinto(self, buf: memoryview, offset: int) -> None:
+            time.sleep(0.02)
+            super()._preadinto(buf, offset)
+
+    path, old = _base_file(tmp_path, "starve.img")
+    stop = threading.Event()
+    seen: list[bytes] = []
+    with SlowReads(RawDevice(path, readonly=False)) as base:
+        ov = OverlayDevice(base, side_path=tmp_path / "side")
+
+        def reader(delay: float) -> None:
+            time.sleep(delay)
+            while not stop.is_set():
+                seen.append(ov.pread(4096, 8192))  # base data: always a (slow) base read
+
+        readers = [threading.Thread(target=reader, args=(d,)) for d in (0.0, 0.01)]
+        for t in readers:
+            t.start()
+        try:
+            time.sleep(0.1)
+            for action in ("commit", "drop"):
+                ov.pwrite(b"\x5a" * 4096, 0)
+                done = threading.Event()
+
+                def run(name: str = action, finished: threading.Event = done) -> None:
+                    getattr(ov, name)()
+                    finished.set()
+
+                worker = threading.Thread(target=run)
+                worker.start()
+                assert done.wait(10), f"{action}() starved by overlapping readers"
+                worker.join()
+        finally:
+            stop.set()
+            for t in readers:
+                t.join()
+        ov.close()
+    assert path.read_bytes()[:4096] == b"\x5a" * 4096  # committed; the dropped write is not
+    assert all(chunk == old[8192 : 8192 + 4096] for chunk in seen)
+
+
 def test_mutated_journals_give_old_or_new_never_a_mix(tmp_path: Path) -> None:
     from burrow.errors import BurrowError
     from fuzz.common import mutate

@@ -109,6 +109,7 @@ class OverlayDevice(BlockDevice):
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._readers = 0
+        self._resetting = False  # a commit()/drop() waits: new reads queue behind it
         self._data: set[int] = set()
         self._zero: set[int] = set()
         self.side_path = os.fspath(side_path) if side_path is not None else None
@@ -193,6 +194,8 @@ class OverlayDevice(BlockDevice):
         # Map under the lock, copy outside it; commit()/drop() wait for readers in flight
         # before they replace the store.
         with self._lock:
+            while self._resetting:  # else overlapping readers could starve commit()/drop()
+                self._idle.wait()
             runs = self._runs(offset, len(buf))
             store = self._store
             self._readers += 1
@@ -322,12 +325,19 @@ class OverlayDevice(BlockDevice):
             self._reset()
 
     def _reset(self) -> None:
-        while self._readers:
-            self._idle.wait()
-        self._data.clear()
-        self._zero.clear()
-        self._drop_store()
-        self._store = self._new_store()
+        """Replace the store once the reads in flight are done (lock held). New reads wait
+        meanwhile, so a stream of overlapping reads cannot keep the count above zero."""
+        self._resetting = True
+        try:
+            while self._readers:
+                self._idle.wait()
+            self._data.clear()
+            self._zero.clear()
+            self._drop_store()
+            self._store = self._new_store()
+        finally:
+            self._resetting = False
+            self._idle.notify_all()
 
     def statistics(self) -> dict[str, object]:
         with self._lock:
