@@ -546,3 +546,39 @@ def test_caches_follow_changes_made_through_the_mount(tmp_path: Path) -> None:
     with mounted(image, tmp_path / "mnt", "--ro") as mnt:
         assert kernel_snapshot(mnt) == live
         umount(mnt)
+
+
+def test_foreground_logs_lifecycle_and_eio(tmp_path: Path) -> None:
+    """--foreground logs to stderr what docs/fuse.md promises: the mount, each EIO with the
+    driver's reason, the unmount and the commit."""
+    import sys
+
+    image, _ = corrupt_image(tmp_path)
+    point = tmp_path / "mnt"
+    point.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "burrow", "mount", "--foreground", os.fspath(image), point],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(point) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.ismount(point)
+        with pytest.raises(OSError):
+            (point / "frag.bin").read_bytes()
+        (point / "new").write_text("x")
+        sh("fusermount3", "-u", point)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            subprocess.run(["fusermount3", "-u", "-z", os.fspath(point)], capture_output=True)
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert f"mounted {image} on {point} (read-write; the image is written at unmount" in err
+    assert re.search(r"(open|read)\(.*\): corrupt ext4", err), err
+    assert "unmounted" in err and "committing to the image" in err and "closed in" in err
+    assert "Traceback" not in err
+    assert burrow("cat", f"{image}:/new").stdout == "x"
