@@ -559,3 +559,20 @@ def test_multi_record_messages_beyond_the_preallocation() -> None:
         for off in range(0, len(wire), 100_003):
             got += _messages(pair.server.receive_data(wire[off : off + 100_003]))
         assert got == [data]
+
+
+@pytest.mark.parametrize("rekey_after", [10**6, 3], ids=["split", "rekey-fallback"])
+def test_send_parts_is_one_message(rekey_after: int) -> None:
+    """head + body arrive as exactly one message, whatever the records were; a multi-record
+    one carries the head in a record of its own (no join on the sender)."""
+    pair = make_pair(max_message=5 * MAX_PAYLOAD, rekey_after_messages=rekey_after)
+    head = os.urandom(40)
+    for n in (0, 100, MAX_PAYLOAD - 40, MAX_PAYLOAD, 4 * MAX_PAYLOAD + 3):
+        body = os.urandom(n)
+        pair.client.send_parts(head, memoryview(body))
+        wire = b"".join(pair.client.take_records())
+        assert _messages(pair.server.receive_data(wire)) == [head + body]
+        if n == MAX_PAYLOAD and rekey_after > 10:
+            assert wire[0] == 10 and int.from_bytes(wire[4:8], "little") == 8 + 40 + 16
+    with pytest.raises(LocalProtocolError):
+        pair.client.send_parts(head, bytes(5 * MAX_PAYLOAD))

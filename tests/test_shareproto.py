@@ -123,3 +123,26 @@ def test_hello_and_welcome() -> None:
     for bad in [b"", b"NOT-A-BURROW" + bytes(6), sp.encode_hello("x") + b"!"]:
         with pytest.raises(RemoteProtocolError):
             sp.decode_hello(bad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    call_id=st.integers(0, 2**32 - 1),
+    offset=st.integers(0, 2**64 - 1),
+    data=st.binary(max_size=3000),
+)
+def test_write_head_plus_data_is_the_write_request(call_id: int, offset: int, data: bytes) -> None:
+    handle = bytes(range(24))
+    head = sp.encode_write_head(call_id, handle, offset, len(data))
+    assert head + data == sp.encode_request(Op.WRITE, call_id, handle, offset, data)
+    frame = sp.decode_frame(head + data, expect=Kind.REQUEST)
+    assert frame.op == Op.WRITE and frame.fields == (handle, offset, data)
+
+
+def test_write_head_bounds() -> None:
+    with pytest.raises(LocalProtocolError):
+        sp.encode_write_head(1, bytes(23), 0, 0)
+    with pytest.raises(LocalProtocolError):
+        sp.encode_write_head(1, bytes(24), 0, sp.MAX_CHUNK + 1)
+    with pytest.raises(LocalProtocolError):
+        sp.encode_write_head(1, bytes(24), -1, 0)

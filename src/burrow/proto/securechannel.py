@@ -867,6 +867,28 @@ class SecureChannel:
             raise LocalProtocolError(f"message of {n} bytes exceeds the record limit")
         self.stats.bytes_sent += n
 
+    def send_parts(
+        self, head: bytes | bytearray, body: bytes | bytearray | memoryview, now: float = 0.0
+    ) -> None:
+        """Queue ONE message ``head + body`` without joining them: when it needs several
+        records anyway, ``head`` travels in a record of its own (DATA_MORE) and ``body`` is
+        sealed straight from the caller's buffer. The receiver sees the same message (record
+        boundaries are not part of it); same limits as :meth:`send`."""
+        self._check_usable()
+        if self._state != _OPEN or self._close_sent:
+            raise LocalProtocolError("send() needs an open channel")
+        n = len(head) + len(body)
+        step = self.config.max_payload
+        if n > self.config.max_message:
+            raise LocalProtocolError(f"message of {n} bytes exceeds the record limit")
+        with memoryview(body) as view:
+            if n <= step or not head or not self._rekey_free(2 + len(view) // step, now):
+                self.send(bytes(head) + bytes(view), now)
+                return
+            self._out.append(self._seal(DATA_MORE, head))
+            self._out.append(self._seal_run(view, DATA_MORE))
+        self.stats.bytes_sent += n
+
     def send_stream(self, data: bytes | bytearray | memoryview, now: float = 0.0) -> None:
         """Queue ``data`` as consecutive full-size DATA records (bulk transfers), sealed into
         one buffer when no rekey falls inside."""

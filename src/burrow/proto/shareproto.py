@@ -259,6 +259,23 @@ def encode_request(op: Op, call_id: int, *fields: Any) -> bytearray:
     return _encode(Kind.REQUEST, op, call_id, REQUESTS[op], fields)
 
 
+_WRITE_HEAD = struct.Struct("<BBHI24sQI")  # frame header, handle, offset, blob length
+
+
+def encode_write_head(call_id: int, handle: bytes, offset: int, length: int) -> bytes:
+    """A WRITE request up to its data: ``encode_write_head(...) + data`` is exactly
+    ``encode_request(Op.WRITE, call_id, handle, offset, data)``. Lets a sender hand the data
+    to the channel as a separate buffer instead of copying it into the frame."""
+    if len(handle) != HANDLE_LEN:
+        raise LocalProtocolError("a handle is 24 bytes")
+    if not 0 <= length <= MAX_CHUNK:
+        raise LocalProtocolError("blob larger than a chunk")
+    try:
+        return _WRITE_HEAD.pack(Kind.REQUEST, Op.WRITE, 0, call_id, handle, offset, length)
+    except struct.error as exc:
+        raise LocalProtocolError(f"cannot encode WRITE: {exc}") from exc
+
+
 def encode_reply(op: Op, call_id: int, *fields: Any) -> bytearray:
     return _encode(Kind.REPLY, op, call_id, REPLIES[op], fields)
 

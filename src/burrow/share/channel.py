@@ -269,6 +269,14 @@ class Channel(asyncio.Protocol):
         self.sc.send(data, self._loop.time())
         self._flush()
 
+    def send_parts_nowait(
+        self, head: bytes | bytearray, body: bytes | bytearray | memoryview
+    ) -> None:
+        """Queue the message ``head + body`` without copying ``body`` into it (bulk writes)."""
+        self._check_send()
+        self.sc.send_parts(head, body, self._loop.time())
+        self._flush()
+
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         self.send_nowait(data)
         await self.drain()

@@ -414,7 +414,13 @@ class AsyncShareClient:
                     fut: asyncio.Future[sp.Frame] = loop.create_future()
                     pending[call_id] = fut
                     window.append((call_id, fut))
-                    ch.send_nowait(sp.encode_request(op, call_id, *a))
+                    if op == Op.WRITE:  # the data goes to the channel as its own buffer
+                        handle, off, data = a
+                        ch.send_parts_nowait(
+                            sp.encode_write_head(call_id, handle, off, len(data)), data
+                        )
+                    else:
+                        ch.send_nowait(sp.encode_request(op, call_id, *a))
                 if not window:
                     return results
                 await ch.drain()
