@@ -31,6 +31,7 @@ class BlockFileOperations(pyfuse3.Operations):
         super().__init__()
         self.after_init: Callable[[], None] | None = None  # run once, at the first request
         self.dev = dev
+        self._rbuf = bytearray(1 << 20)
         self._uid, self._gid = os.getuid(), os.getgid()
         self._time = time.time_ns()
 
@@ -53,7 +54,7 @@ class BlockFileOperations(pyfuse3.Operations):
         a.st_blksize = max(512, self.dev.block_size)
         a.st_blocks = (self.dev.size + 511) // 512
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self._time
-        a.attr_timeout = a.entry_timeout = 1.0
+        a.attr_timeout = a.entry_timeout = 3600.0  # a device never changes size or owner
         return a
 
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Any:
@@ -85,12 +86,16 @@ class BlockFileOperations(pyfuse3.Operations):
             log.exception("block file I/O failed")
             raise pyfuse3.FUSEError(errno.EIO) from None
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> Any:
         if off >= self.dev.size:
             return b""
         n = min(size, self.dev.size - off)
-        data: bytes = self._io(self.dev.pread, n, off)
-        return data
+        # one reusable buffer: pyfuse3 copies the reply before it reads the next request
+        if len(self._rbuf) < n:
+            self._rbuf = bytearray(n)
+        view = memoryview(self._rbuf)[:n]
+        self._io(self.dev.preadinto, view, off)
+        return view
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         if off + len(buf) > self.dev.size:
