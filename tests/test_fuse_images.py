@@ -582,3 +582,34 @@ def test_foreground_logs_lifecycle_and_eio(tmp_path: Path) -> None:
     assert "unmounted" in err and "committing to the image" in err and "closed in" in err
     assert "Traceback" not in err
     assert burrow("cat", f"{image}:/new").stdout == "x"
+
+
+@pytest.mark.tool("mkfs.fat", "mcopy", "mshowfat")
+def test_fat_cluster_loop_gives_eio_and_the_mount_lives(tmp_path: Path) -> None:
+    """A FAT chain that loops back on itself: EIO for that file, the rest reads fine."""
+    import struct
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(20_000))
+    (src / "b.txt").write_text("hello\n")
+    image = make_fat(tmp_path / "fat.img", src, size_kib=32 * 1024, fat_bits=16)
+    chain = sh("mshowfat", "-i", image, "::/a.bin")
+    found = re.search(r"<(\d+)-(\d+)>", chain)
+    assert found is not None and int(found[2]) - int(found[1]) == 9, chain  # 10 clusters
+    first = int(found[1])
+    with open(image, "r+b") as f:
+        sector, _, reserved, nfats, _, _, _, fat_sectors = struct.unpack(
+            "<HBHBHHBH", f.read(30)[11:24]
+        )
+        for copy in range(nfats):
+            f.seek((reserved + copy * fat_sectors) * sector + 2 * (first + 3))
+            f.write(struct.pack("<H", first + 1))  # a loop long before the file's end
+    with mounted(image, tmp_path / "mnt", "--ro") as mnt:
+        for _ in range(2):
+            with pytest.raises(OSError) as info:
+                (mnt / "a.bin").read_bytes()
+            assert info.value.errno == errno.EIO
+        assert (mnt / "b.txt").read_text() == "hello\n"
+        assert sorted(os.listdir(mnt)) == ["a.bin", "b.txt"]
+        umount(mnt)
