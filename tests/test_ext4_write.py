@@ -722,3 +722,50 @@ def test_large_dir_three_level_htree(tmp_path: Path) -> None:
     with readable(img) as fs:
         d = fs.lookup(fs.root_ino, "d")
         assert fs.lookup(d, "012345-" + "L" * 200)
+
+
+@pytest.mark.timeout(60)
+def test_run_search_with_nothing_free_after_the_goal(tmp_path: Path) -> None:
+    """Regression: the allocator's run search looped forever when every block from the start
+    offset to the end of the group was in use and a free run lay before it (a FUSE mount
+    hung on an append). The search must give up on that group (or find the earlier run)."""
+    img = make_image(tmp_path / "fs.img", "ours-ext4", 8 << 20)
+    with writable(img) as fs:
+        alloc = fs.alloc  # type: ignore[attr-defined]
+        n = alloc.group_len(0)
+        group = alloc.groups[0]
+        alloc.block_map(0)
+        saved = group.bmap
+        # used everywhere except a 3-block hole at 100..102
+        group.bmap = ((1 << n) - 1) & ~(0b111 << 100)
+        try:
+            for start in (n - 10, 200, 103):
+                hit = alloc._longest_in_group(0, start, 8)
+                assert hit is None or hit[0] < start
+        finally:
+            group.bmap = saved
+    fsck(img)
+
+
+@pytest.mark.timeout(60)
+def test_append_when_free_space_lies_only_before_the_goal(tmp_path: Path) -> None:
+    """Regression: the allocator's run search looped forever when every block from the goal
+    to the end of the group was in use (a FUSE mount hung on an append)."""
+    img = make_image(tmp_path / "fs.img", "ours-ext4", 8 << 20)
+    with writable(img) as fs:
+        early = fs.create(fs.root_ino, "early", 0o644)
+        fs.write(early, 0, os.urandom(256 << 10))
+        big = fs.create(fs.root_ino, "big", 0o644)
+        size = 0
+        for step in (64 << 10, 4 << 10, 1 << 10):  # fill every last block
+            chunk = os.urandom(step)
+            with pytest.raises(NoSpace):
+                while True:
+                    fs.write(big, size, chunk)
+                    size += len(chunk)
+        assert fs.statfs().f_bavail == 0
+        fs.unlink(fs.root_ino, "early")
+        tail = os.urandom(128 << 10)
+        fs.write(big, size, tail)
+        assert fs.read(big, size, len(tail)) == tail
+    fsck(img)

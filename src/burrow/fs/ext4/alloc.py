@@ -223,6 +223,8 @@ class Allocator:
         best: tuple[int, int] | None = None
         while pos < n:
             free = ~(used >> pos)
+            if free == 0:  # nothing free from pos to the end of the group
+                break
             s = pos + _low_bit(free)
             if s >= n:
                 break
