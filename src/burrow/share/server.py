@@ -44,7 +44,7 @@ from burrow.proto.securechannel import PeerInfo
 from burrow.proto.shareproto import Kind, Op
 from burrow.share.channel import Channel, ChannelServer
 from burrow.share.keys import Peers
-from burrow.share.worker import parse_ready
+from burrow.share.worker import parse_ready, tune_malloc
 
 __all__ = ["Export", "ShareServer", "audit"]
 
@@ -283,6 +283,7 @@ class ShareServer:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start_workers(self) -> None:
+        tune_malloc()  # this process moves every chunk too
         for export in self.exports.values():
             sock, proc = spawn_worker(
                 export.path, writable=export.writable, user=self.user, no_network=self.no_network

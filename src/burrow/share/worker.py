@@ -35,6 +35,8 @@ from burrow.proto.shareproto import Kind, Op
 __all__ = ["main", "open_export", "stat_from_tuple", "stat_to_tuple", "worker_handle"]
 
 _MAX_FRAME = sp.MAX_MESSAGE
+_M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
+_M_MMAP_THRESHOLD = -3
 #: A READ reply's header: the frame header and the blob's length (the data follows).
 _READ_REPLY = struct.Struct(sp.FRAME.format + "I")
 _READY = struct.Struct("<8sQB")  # b"BURROWOK", root ino, writable
@@ -141,6 +143,22 @@ def drop_privileges(user: str | None, *, no_network: bool = False) -> None:
             else:  # pragma: no cover - the kernel refused to drop
                 raise BurrowError("privileges could not be dropped")
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def tune_malloc() -> None:
+    """Keep freed memory for reuse instead of returning it to the kernel after every message.
+
+    Share processes allocate and free a ~260 KiB buffer per chunk. glibc serves those from
+    mmap or trims the heap after each free, so every new buffer page-faults afresh: measured
+    as a third of the network process's time on writes and ~25% of the worker's. Buffers up to
+    8 MiB now come from the heap, which keeps up to 64 MiB of free memory. glibc only (no-op
+    elsewhere); called by the share's own processes, never by library users' processes."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    for param, value in ((_M_MMAP_THRESHOLD, 8 << 20), (_M_TRIM_THRESHOLD, 64 << 20)):
+        mallopt(param, value)
 
 
 # -- serving -----------------------------------------------------------------------------
@@ -325,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-network", action="store_true")
     args = parser.parse_args(argv)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stack dumps for debugging
+    tune_malloc()
     sock = socket.socket(fileno=args.fd)
     try:
         run_worker(
