@@ -195,12 +195,6 @@ def test_ext4_fsx(block: str, tmp_path: Path) -> None:
         umount(mnt)
 
 
-@pytest.mark.skip(
-    reason="hangs the mount daemon: burrow/fs/ext4/alloc.py Allocator._longest_in_group loops "
-    "forever when no block at or after `start` is free (_low_bit(0) == -1 moves pos back); "
-    "reached from writer._write_data -> alloc_blocks step 1 after cp/tar/rsync/git on a "
-    "1 KiB-block image (reported to the ext4 write owner)"
-)
 def test_ext4_fsx_after_tools(ext4_rw: tuple[Path, Path], tmp_path: Path) -> None:
     image, src = ext4_rw
     with mounted(image, tmp_path / "mnt") as mnt:
