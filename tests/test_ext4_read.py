@@ -759,7 +759,10 @@ def test_revision_0_without_filetype_equals_kernel(tmp_path: Path) -> None:
 def test_writable_open_without_writer_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
+    import burrow.fs.ext4
+
     monkeypatch.setitem(sys.modules, "burrow.fs.ext4.writer", None)  # import fails
+    monkeypatch.delattr(burrow.fs.ext4, "writer", raising=False)  # even if imported before
     with pytest.raises(Unsupported) as exc:
         open_ext4(MemoryDevice(1 << 20), readonly=False)
     assert exc.value.feature == "ext4 write"

@@ -474,16 +474,18 @@ def test_lookup_counts_and_forget(tmp_path: Path) -> None:
             (d / "hard").write_bytes(b"through the link")
             assert os.stat(d / "f1").st_size == 16 and os.stat(d / "f1").st_nlink == 2
             held = open(d / "f3", "r+b")  # noqa: SIM115 (open, then unlinked: kept pinned)
-            os.unlink(d / "f3")
-            counts = ops.lookup_counts
-            assert counts and all(n > 0 for n in counts.values())
-            held_ino = os.fstat(held.fileno()).st_ino
-            # the kernel forgets everything it does not use (the open file pins its dentry
-            # and so its directory); burrow's counts follow
-            kept = {held_ino, os.stat(d).st_ino}
-            assert wait_for(lambda: set(ops.lookup_counts) <= kept), ops.lookup_counts
-            assert held.read() == b"x" * 3
-            held.close()
+            try:
+                os.unlink(d / "f3")
+                counts = ops.lookup_counts
+                assert counts and all(n > 0 for n in counts.values())
+                held_ino = os.fstat(held.fileno()).st_ino
+                # the kernel forgets everything it does not use (the open file pins its dentry
+                # and so its directory); burrow's counts follow
+                kept = {held_ino, os.stat(d).st_ino}
+                assert wait_for(lambda: set(ops.lookup_counts) <= kept), ops.lookup_counts
+                assert held.read() == b"x" * 3
+            finally:
+                held.close()
             assert wait_for(lambda: not ops.lookup_counts), ops.lookup_counts
             # and everything is still right when looked up afresh
             assert sum(1 for _ in os.scandir(d)) == 300 + 50 - 1 + 1
