@@ -28,6 +28,16 @@ def gather(image: str, image_format: str | None = None) -> dict[str, Any]:
             data["file_size"] = st.st_size
             data["allocated"] = st.st_blocks * 512
         data["backing_chain"] = backing_chain(image) if disk.format == "qcow2" else []
+        data["snapshots"] = [
+            {
+                "id": snap.id,
+                "name": snap.name,
+                "date": snap.date_sec,
+                "vm_state_size": snap.vm_state_size,
+                "disk_size": snap.disk_size,
+            }
+            for snap in getattr(disk.base, "snapshots", [])
+        ]
         table = disk.table
         if table is None:
             data["table"] = None
@@ -59,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     for i, b in enumerate(data["backing_chain"]):
         fmt = f" (format {b['format']})" if b.get("format") else ""
         print(f"backing {i + 1}:    {b['filename']}{fmt}")
+    for snap in data["snapshots"]:
+        import time
+
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(snap["date"]))
+        print(f"snapshot:     {snap['id']} {snap['name']!r}  {when} UTC")
     table = data["table"]
     if table is None:
         print("partitions:   none (whole-disk)")
