@@ -205,3 +205,21 @@ def test_mkfs_fat_qcow2(tmp_path: Path) -> None:
     tool("qemu-img", "convert", "-O", "raw", img, raw)
     fsck_clean(raw)
     assert mtools_tree(raw, tmp_path / "mt") == host_tree(src)
+
+
+@pytest.mark.tool("sgdisk", "fsck.fat")
+def test_whole_partitioned_disk_needs_force(tmp_path: Path) -> None:
+    """Like mke2fs, formatting a whole disk that holds a partition table is refused (exit 2,
+    nothing written) unless --force; IMAGE@N formats just the partition."""
+    from tests.images import make_gpt
+
+    img = make_gpt(tmp_path / "disk.img", 32 << 20, [("1:2048:+16M", "1:0700", "1:data")])
+    before = img.read_bytes()
+    proc = burrow("mkfs", "fat", img)
+    assert proc.returncode == errors.EXIT_USAGE
+    assert "partition table" in proc.stderr and "@N" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert img.read_bytes() == before
+    assert burrow("mkfs", "fat", f"{img}@1").returncode == 0
+    assert burrow("mkfs", "fat", "--force", img).returncode == 0
+    fsck_clean(img)

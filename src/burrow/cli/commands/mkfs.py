@@ -50,6 +50,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "qcow2); an existing raw file is resized to it")  # fmt: skip
     p.add_argument("--label", default="", help="volume label")
     p.add_argument("--format", choices=["raw", "qcow2"], help="image format (default: detect)")
+    p.add_argument("--force", action="store_true",
+                   help="format a whole image even though it holds a partition table")  # fmt: skip
 
 
 def parse_size(text: str) -> int:
@@ -87,6 +89,8 @@ def open_target(args: argparse.Namespace) -> tuple[BlockDevice, list[BlockDevice
         dev = burrow.block.create(image, size, format=fmt)
         return dev, [dev], 0
     dev = burrow.block.open(image, format=args.format, readonly=False)
+    if part is None and not getattr(args, "force", False):
+        _refuse_partitioned(dev, image)
     if part is None:
         if size is not None and size != dev.size:
             if args.format == "qcow2" or burrow.block.detect_format(image) != "raw":
@@ -109,6 +113,25 @@ def open_target(args: argparse.Namespace) -> tuple[BlockDevice, list[BlockDevice
     dev.close()
     have = [p.number for p in table.partitions]
     raise NotFound(f"no partition {part!r} (have {have})", path=image)
+
+
+def _refuse_partitioned(dev: BlockDevice, image: str) -> None:
+    """Formatting a whole partitioned disk destroys every partition: like mke2fs, refuse
+    unless asked (``--force``), and point at ``IMAGE@PART``."""
+    from burrow.errors import BurrowError, UsageError
+    from burrow.volume import read_table
+
+    try:
+        table = read_table(dev)
+    except BurrowError:
+        return  # a damaged table is not something to protect
+    if table is not None and table.partitions:
+        dev.close()
+        numbers = ", ".join(str(p.number) for p in table.partitions)
+        raise UsageError(
+            f"{image} holds a {table.kind} partition table (partitions {numbers}); "
+            f"give {image}@N to format one partition, or --force to overwrite the whole disk"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
