@@ -401,3 +401,36 @@ def test_from_gnu_tar_keeps_nanosecond_times_and_binary_xattrs(tmp_path: Path) -
             st, host = fs.getattr(node), os.lstat(p)
             assert st.st_mtime_ns == host.st_mtime_ns
         assert fs.getxattr(ino, "user.raw") == raw
+
+
+@pytest.mark.tool("tar", "debugfs")
+@pytest.mark.parametrize("fmt", ["posix", "gnu"])
+def test_from_sparse_tar_leaves_holes(tmp_path: Path, fmt: str) -> None:
+    """`tar -S` members (and zeros inside data chunks) become holes, block by block."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(3000)
+    with open(src / "s", "wb") as f:
+        f.seek(10 << 20)
+        f.write(data)
+        f.seek((10 << 20) + 70000)  # same 8 MiB read chunk, a few blocks further
+        f.write(data)
+        f.seek(30 << 20)
+        f.write(b"end")
+    (src / "dense").write_bytes(os.urandom(200_000) + bytes(100_000) + os.urandom(5))
+    tarpath = tmp_path / "src.tar"
+    subprocess.run(["tar", "-S", f"--format={fmt}", "-cf", str(tarpath), "-C", str(src), "."],
+                   check=True)  # fmt: skip
+    img = tmp_path / "fs.img"
+    proc = _burrow("mkfs", "ext4", str(img), "--size", "64M", "--from", str(tarpath))
+    assert proc.returncode == 0, proc.stderr
+    fsck(img)
+    for name, most in (("s", 3), ("dense", 50 + 25)):  # data blocks (4 KiB) at most
+        out = subprocess.run(["debugfs", "-R", f"stat /{name}", str(img)], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        blockcount = int(out.split("Blockcount:")[1].split()[0])  # 512-byte units
+        assert blockcount * 512 <= most * 4096, (name, blockcount)
+        dumped = tmp_path / f"{name}.out"
+        subprocess.run(["debugfs", "-R", f"dump /{name} {dumped}", str(img)], check=True,
+                       capture_output=True)  # fmt: skip
+        assert dumped.read_bytes() == (src / name).read_bytes()
