@@ -569,6 +569,12 @@ def write_checks(ctx: Ctx, src_image: Path, tag: str) -> None:
     image.unlink(missing_ok=True)
 
 
+def assert_sparse(mnt: Path) -> None:
+    """The 200 MiB sparse file holds two small data runs: it must stay sparse."""
+    used = os.lstat(mnt / "srv/odd/sparse").st_blocks * 512
+    assert used <= 1 << 20, f"srv/odd/sparse uses {used} bytes: holes were filled"
+
+
 def mkfs_checks(ctx: Ctx) -> None:
     def from_dir(fstype: str) -> Callable[[], str]:
         def go() -> str:
@@ -588,6 +594,7 @@ def mkfs_checks(ctx: Ctx) -> None:
             e2fsck(image)
             with loop_mount(image) as mnt:
                 k = snapshot(mnt)
+                assert_sparse(mnt)
             res = same(ctx.source_snap | {".": k["."]}, k, "rootfs", "kernel")
             read_checks(
                 ctx, image, f"burrow-mkfs-{fstype}", kernel=lambda: loop_mount(image), full=False
@@ -619,6 +626,7 @@ def mkfs_checks(ctx: Ctx) -> None:
         e2fsck(image)
         with loop_mount(image) as mnt:
             k = snapshot(mnt)
+            assert_sparse(mnt)
         image.unlink()
         return same(ctx.source_snap | {".": k["."]}, k, "rootfs", "kernel") + "; e2fsck clean"
 
