@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 from burrow._crc32c import crc32c as _crc32c
 from burrow.block.device import BlockDevice
 from burrow.errors import (
+    BurrowError,
     CorruptImage,
     IsADirectory,
     NameTooLong,
@@ -254,6 +255,11 @@ class Ext4Filesystem(vfs.Filesystem):
         )
         self._gd_cache: dict[int, GroupDesc] = {}
         self._runs_cached = 0  # total runs held by _runs_cache
+        # name -> inode maps of big linear (non-htree) directories, read-only opens only: a
+        # lookup there is a scan of the whole directory, and path walks over a directory of
+        # n entries would cost O(n^2) (mkfs.ext4 -d writes every directory linear).
+        self._name_index: OrderedDict[int, dict[bytes, int]] = OrderedDict()
+        self._name_indexed = 0  # total names held by _name_index
         self._block_reads = 0  # metadata blocks read from the device (cache misses)
         self._inode_misses = 0
         # batch inode decoding reads inode tables directly: only when read_raw_inode is ours
@@ -406,6 +412,8 @@ class Ext4Filesystem(vfs.Filesystem):
         self._runs_cache.clear()
         self._runs_cached = 0
         self._gd_cache.clear()
+        self._name_index.clear()
+        self._name_indexed = 0
 
     def invalidate_block(self, blk: int) -> None:
         self._block_cache.pop(blk, None)
@@ -1174,14 +1182,49 @@ class Ext4Filesystem(vfs.Filesystem):
         if indexed:
             found = self._dx_lookup(node, raw)
         else:
-            found = None
-            for n, ino, _ft in self._iter_dir(node):
-                if n == raw:
-                    found = ino
-                    break
+            names = self._linear_index(node)
+            if names is not None:
+                found = names.get(raw)
+            else:
+                found = None
+                for n, ino, _ft in self._iter_dir(node):
+                    if n == raw:
+                        found = ino
+                        break
         if found is None:
             raise NotFound(name)
         return found
+
+    _NAME_INDEX_MIN_BLOCKS = 4  # smaller directories are scanned: cheaper than a map
+    _NAME_INDEX_MAX_NAMES = 1 << 19  # bound on names held over all cached directories
+
+    def _linear_index(self, node: Inode) -> dict[bytes, int] | None:
+        """The cached name map of a big linear directory, or ``None`` (scan it instead).
+
+        Only on read-only opens (nothing can change a directory underneath the map), only for
+        directories of several blocks, and never for a damaged one: a directory with a bad
+        block is scanned, so lookups of names before the damage keep working."""
+        if not self.readonly or node.size < self._NAME_INDEX_MIN_BLOCKS * self.block_size:
+            return None
+        index = self._name_index
+        names = index.get(node.ino)
+        if names is not None:
+            index.move_to_end(node.ino)
+            return names
+        names = {}
+        try:
+            for n, ino, _ft in self._iter_dir(node):
+                names.setdefault(n, ino)  # the first of duplicate names wins, as a scan
+        except BurrowError:
+            return None
+        if len(names) > self._NAME_INDEX_MAX_NAMES:
+            return None
+        index[node.ino] = names
+        self._name_indexed += len(names)
+        while self._name_indexed > self._NAME_INDEX_MAX_NAMES and len(index) > 1:
+            _ino, dropped = index.popitem(last=False)
+            self._name_indexed -= len(dropped)
+        return names
 
     def _parent_of(self, node: Inode) -> int:
         if node.flags & od.EXT4_INLINE_DATA_FL:
