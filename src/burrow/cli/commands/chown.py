@@ -87,9 +87,33 @@ def run(args: argparse.Namespace) -> int:
             pfs = session.fs(addr)
             uid, gid = resolve_ids(args.owner, pfs)
             follow = not args.nofollow
-            pfs.chown(addr.path, uid, gid, follow_symlinks=follow)
+            _chown(pfs, addr.path, uid, gid, follow)
             if args.recursive and pfs.lstat(addr.path).is_dir():
                 for dirpath, dirs, files in pfs.walk(addr.path):
                     for name in [*dirs, *files]:
-                        pfs.chown(posixpath.join(dirpath, name), uid, gid, follow_symlinks=False)
+                        _chown(pfs, posixpath.join(dirpath, name), uid, gid, False)
     return 0
+
+
+def _chown(pfs: PathFS, path: str, uid: int, gid: int, follow: bool) -> None:
+    """chown(2) as the kernel does it: changing the owner of a regular file also drops its
+    privileges — set-user-ID, set-group-ID when group-executable, and file capabilities
+    (``security.capability``) — even for root, so a chowned binary gains nothing."""
+    import stat
+
+    from burrow.errors import FilesystemError
+
+    pfs.chown(path, uid, gid, follow_symlinks=follow)
+    st = pfs.stat(path, follow_symlinks=follow)
+    if not stat.S_ISREG(st.st_mode):
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    drop = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
+    if mode & drop:
+        pfs.chmod(path, mode & ~drop, follow_symlinks=follow)
+    try:
+        names = pfs.listxattr(path, follow_symlinks=follow)
+    except FilesystemError:
+        return  # a filesystem without xattrs (FAT) has no capabilities to drop
+    if "security.capability" in names:
+        pfs.removexattr(path, "security.capability", follow_symlinks=follow)
