@@ -20,8 +20,8 @@ Rules, as GNU ``cp``:
 * ``contents=True`` copies the entries of a source directory into an existing destination
   directory (``cp -a SRC/. DST``); with ``archive`` the source directory's own attributes go
   onto the destination directory too (that is what ``burrow cp -a IMAGE:/ DIR`` means).
-* Data moves in 1 MiB pieces. A piece that is entirely zero is not written (the destination
-  stays sparse there, as ``cp --sparse=auto``); the size is set at the end.
+* Data moves in 1 MiB pieces. Aligned 4 KiB blocks that are entirely zero are not written
+  (the destination stays sparse there, as ``cp --sparse=auto``); the size is set at the end.
 """
 
 from __future__ import annotations
@@ -52,6 +52,41 @@ from burrow.fs.vfs import Stat
 __all__ = ["CopyOptions", "CopyStats", "copy_between", "copy_in", "copy_out", "host_stat"]
 
 _ZEROS = bytes(CHUNK)
+HOLE_BLOCK = 4096  # zero runs this size and aligned to it are left as holes
+_ZERO_BLOCK = bytes(HOLE_BLOCK)
+
+
+def data_runs(data: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
+    """``(start, end)`` runs of ``data`` that hold something other than aligned all-zero
+    4 KiB blocks: the parts to write, so that zeros become holes (as ``cp --sparse=auto``).
+
+    The common cases cost one C-level search: no zero block at all (write everything) or
+    all zeros (write nothing); only mixed chunks are split block by block."""
+    n = len(data)
+    view = memoryview(data).cast("B")
+    if n == CHUNK and view == _ZEROS:
+        return []
+    hay = (
+        view.obj if isinstance(view.obj, bytes | bytearray) and len(view.obj) == n else bytes(view)
+    )
+    if _ZERO_BLOCK not in hay:
+        return [(0, n)] if n else []
+    runs: list[tuple[int, int]] = []
+    start = -1
+    for off in range(0, n, HOLE_BLOCK):
+        end = min(off + HOLE_BLOCK, n)
+        zero = end - off == HOLE_BLOCK and view[off:end] == _ZERO_BLOCK
+        if zero:
+            if start >= 0:
+                runs.append((start, off))
+                start = -1
+        elif start < 0:
+            start = off
+    if start >= 0:
+        runs.append((start, n))
+    return runs
+
+
 _SPECIAL_KINDS = (_stat.S_IFCHR, _stat.S_IFBLK, _stat.S_IFIFO, _stat.S_IFSOCK)
 # host errors that mean "this metadata cannot be kept here" (cp -a ignores them)
 _SOFT_ERRNOS = {errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL}
@@ -252,20 +287,19 @@ class _HostSink:
         fd = os.open(handle, flags, mode & 0o777)
         self._fds[handle] = fd
         pos = 0
-        hole = False
+        written_to = 0
         for data in chunks:
-            n = len(data)
-            if n == CHUNK and data == _ZEROS:
-                os.lseek(fd, n, os.SEEK_CUR)
-                hole = True
-            else:
-                view = memoryview(data)
-                while view:
-                    k = os.write(fd, view)
-                    view = view[k:]
-                hole = False
-            pos += n
-        if hole:  # the file ends in a hole: give it its size
+            view = memoryview(data).cast("B")
+            for start, end in data_runs(view):
+                part = view[start:end]
+                at = pos + start
+                while part:
+                    k = os.pwrite(fd, part, at)
+                    part = part[k:]
+                    at += k
+                written_to = pos + end
+            pos += len(view)
+        if written_to < pos:  # the file ends in a hole: give it its size
             os.ftruncate(fd, pos)
         return pos
 
@@ -394,16 +428,15 @@ class _FsSink:
         pos = 0
         with _at(path):
             for data in chunks:
-                n = len(data)
-                if not (n == CHUNK and data == _ZEROS):
-                    done = 0
-                    view = memoryview(data)
-                    while done < n:
-                        k = self.fs.write(ino, pos + done, view[done:])
+                view = memoryview(data).cast("B")
+                for start, end in data_runs(view):
+                    done = start
+                    while done < end:
+                        k = self.fs.write(ino, pos + done, view[done:end])
                         if k <= 0:
                             raise FilesystemError("short write", path=path)
                         done += k
-                pos += n
+                pos += len(view)
             if self.fs.getattr(ino).st_size != pos:
                 self.fs.setattr(ino, size=pos)
         return pos
