@@ -61,3 +61,31 @@ def test_cp_in_and_out_keep_small_holes(tmp_path: Path) -> None:
     assert out.read_bytes() == content
     assert os.stat(out).st_blocks * 512 <= 64 << 10
     subprocess.run(["e2fsck", "-fn", str(image)], check=True, capture_output=True)
+
+
+@pytest.mark.tool("mkfs.ext4", "debugfs", "tar")
+def test_tar_in_keeps_holes(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    image = make_ext4(tmp_path / "img", tmp_path / "empty", size="32M")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    content = _sparse_source(tree / "sparse.bin")
+    tarball = tmp_path / "t.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(tarball), "."], check=True)
+    with open(tarball, "rb") as stdin:
+        subprocess.run(
+            [sys.executable, "-m", "burrow", "tar-in", f"{image}:/"], stdin=stdin, check=True
+        )
+    stat_out = subprocess.run(
+        ["debugfs", "-R", "stat /sparse.bin", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    blockcount = int(re.search(r"Blockcount: (\d+)", stat_out).group(1))  # type: ignore[union-attr]
+    assert blockcount * 512 <= 64 << 10, stat_out
+    assert re.search(r"Size: (\d+)", stat_out).group(1) == str(len(content))  # type: ignore[union-attr]
+    dumped = tmp_path / "dumped"
+    subprocess.run(["debugfs", "-R", f"dump /sparse.bin {dumped}", str(image)], check=True)
+    assert dumped.read_bytes() == content
+    subprocess.run(["e2fsck", "-fn", str(image)], check=True, capture_output=True)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import IO
 
 from burrow.errors import CorruptImage, IsADirectory, NotADirectory, NotFound
+from burrow.fs.copy import data_runs
 from burrow.fs.paths import CHUNK, PathFS
 from burrow.fs.vfs import Stat
 
@@ -216,11 +217,16 @@ def _extract(pfs: PathFS, source: IO[bytes], base: str, same_owner: bool, warn: 
             if m.isreg():
                 f = tar.extractfile(m)
                 with pfs.open(dest, "wb") as out:
+                    pos = 0
                     while f is not None:
                         data = f.read(CHUNK)
                         if not data:
                             break
-                        out.write(data)
+                        for start, end in data_runs(data):  # zeros stay holes
+                            out.seek(pos + start)
+                            out.write(data[start:end])
+                        pos += len(data)
+                    out.truncate(pos)
             elif m.issym():
                 pfs.symlink(m.linkname, dest)
             elif m.islnk():
