@@ -41,6 +41,31 @@ __all__ = [
 ]
 
 
+# C0 and C1 control characters, DEL, and undecodable name bytes (kept as lone surrogates):
+# everything a terminal could take as part of an escape sequence.
+_UNSAFE = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0xDC80, 0xDD00)]}
+
+
+def display(text: str, *, stream: Any = None) -> str:
+    """A name from an image or share, safe to print on a terminal.
+
+    Names are untrusted: one holding ``ESC [ ...`` would drive the user's terminal. When the
+    stream is a terminal, control characters and undecodable bytes print as ``?`` (as
+    ``ls -q`` does); pipes and files get the name unchanged, so scripts see the real bytes.
+    """
+    stream = sys.stdout if stream is None else stream
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return text.translate(_UNSAFE) if tty else text
+
+
+def display_always(text: str) -> str:
+    """``display`` for messages (errors, logs): always made safe, terminal or not."""
+    return text.translate(_UNSAFE)
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 

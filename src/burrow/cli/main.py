@@ -47,6 +47,11 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# C0/C1 controls, DEL and undecodable bytes (as in burrow.cli.common.display_always; kept
+# here so error reporting imports nothing more)
+_UNSAFE = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0xDC80, 0xDD00)]}
+
+
 def _report(exc: BaseException, debug: bool) -> None:
     if debug:
         import traceback
@@ -60,7 +65,9 @@ def _report(exc: BaseException, debug: bool) -> None:
     else:
         message = str(exc)
     prefix = f"burrow: {path}: " if path else "burrow: "
-    print(prefix + message, file=sys.stderr)
+    # names in messages come from images and peers: never let them drive the terminal
+    text = (prefix + message).translate(_UNSAFE)
+    print(text, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,10 +71,12 @@ def _listing(pfs: PathFS, path: str, show_all: bool) -> list[dict[str, Any]]:
 
 
 def _print(entries: list[dict[str, Any]], long: bool) -> None:
+    from burrow.cli.common import display
+
     write = sys.stdout.write
     if not long:
         for e in entries:
-            write(e["name"] + "\n")
+            write(display(e["name"]) + "\n")
         return
     now = time.time()
     w_links = max((len(str(e["nlink"])) for e in entries), default=1)
@@ -89,7 +91,7 @@ def _print(entries: list[dict[str, Any]], long: bool) -> None:
             sizes.append(str(e["size"]))
     w_size = max((len(s) for s in sizes), default=1)
     for e, size in zip(entries, sizes, strict=True):
-        name = e["name"] + (f" -> {e['target']}" if "target" in e else "")
+        name = display(e["name"] + (f" -> {e['target']}" if "target" in e else ""))
         write(
             f"{e['mode']} {e['nlink']:>{w_links}} {e['uid']:<{w_uid}} {e['gid']:<{w_gid}} "
             f"{size:>{w_size}} {_mtime(e['mtime_ns'], now)} {name}\n"

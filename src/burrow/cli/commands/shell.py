@@ -20,6 +20,7 @@ import stat as _stat
 import sys
 from typing import Any
 
+from burrow.cli.common import display, display_always
 from burrow.errors import BurrowError
 from burrow.fs.paths import PathFS
 
@@ -59,7 +60,7 @@ class BurrowShell(cmd.Cmd):
     def _error(self, path: str | None, message: str) -> None:
         self.failed += 1
         prefix = f"burrow: {path}: " if path else "burrow: "
-        print(prefix + message, file=sys.stderr)
+        print(display_always(prefix + message), file=sys.stderr)
 
     def onecmd(self, line: str) -> bool:
         try:
@@ -125,7 +126,7 @@ class BurrowShell(cmd.Cmd):
         for p in paths:
             st = self.pfs.stat(p)
             if len(paths) > 1:
-                print(f"{p}:")
+                print(f"{display(p)}:")
             names = [(posixpath.basename(p), p)] if not st.is_dir() else [
                 (e.name, e.path) for e in sorted(self.pfs.scandir(p), key=lambda e: e.name)
             ]  # fmt: skip
@@ -133,13 +134,13 @@ class BurrowShell(cmd.Cmd):
                 if not show_all and name.startswith("."):
                     continue
                 if not long:
-                    print(name)
+                    print(display(name))
                     continue
                 s = self.pfs.lstat(full)
                 extra = f" -> {self.pfs.readlink(full)}" if s.is_symlink() else ""
                 print(
                     f"{_stat.filemode(s.st_mode)} {s.st_nlink:>3} {s.st_uid:>5} {s.st_gid:>5} "
-                    f"{s.st_size:>10} {name}{extra}"
+                    f"{s.st_size:>10} {display(name + extra)}"
                 )
 
     def do_cat(self, line: str) -> None:
@@ -163,7 +164,7 @@ class BurrowShell(cmd.Cmd):
         for p in args:
             s = self.pfs.lstat(p)
             print(
-                f"{p}: {kind_of(s.st_mode)} mode {_stat.S_IMODE(s.st_mode):04o} "
+                f"{display(p)}: {kind_of(s.st_mode)} mode {_stat.S_IMODE(s.st_mode):04o} "
                 f"uid {s.st_uid} gid {s.st_gid} size {s.st_size} links {s.st_nlink} "
                 f"inode {s.st_ino}"
             )

@@ -63,7 +63,7 @@ def fmt_time(ns: int | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from burrow.cli.common import Session, emit_json, fs_address
+    from burrow.cli.common import Session, display, emit_json, fs_address
 
     results: list[dict[str, Any]] = []
     with Session() as session:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(results if len(results) > 1 else results[0])
         return 0
     for e in results:
-        name = f"{e['path']} -> {e['target']}" if "target" in e else e["path"]
+        name = display(f"{e['path']} -> {e['target']}" if "target" in e else e["path"])
         print(f"  File: {name}")
         print(
             f"  Size: {e['size']:<15} Blocks: {e['blocks']:<10} IO Block: {e['blksize']:<6} "

@@ -55,7 +55,7 @@ def _build(pfs: PathFS, top: str, show_all: bool, level: int) -> list[dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from burrow.cli.common import Session, emit_json, fs_address
+    from burrow.cli.common import Session, display, emit_json, fs_address
 
     addr = fs_address(args.path)
     with Session() as session:
@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     counts = [0, 0]
     out = sys.stdout.write
-    out(addr.path + "\n")
+    out(display(addr.path) + "\n")
 
     def show(items: list[dict[str, Any]], prefix: str) -> None:
         for i, node in enumerate(items):
             last = i == len(items) - 1
-            label = node["name"] + (f" -> {node['target']}" if "target" in node else "")
+            label = display(node["name"] + (f" -> {node['target']}" if "target" in node else ""))
             out(f"{prefix}{'└── ' if last else '├── '}{label}\n")
             if node["type"] == "directory":
                 counts[0] += 1
