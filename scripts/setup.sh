@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PKGS="python3 python3-venv python3-dev gcc pkg-config fuse3 libfuse3-dev e2fsprogs fuse2fs
 dosfstools mtools gdisk fdisk parted qemu-utils libnbd-bin python3-libnbd nbdkit
 nbdkit-plugin-python fio attr xfsprogs util-linux iproute2 openssh-client openssh-server sshfs
-kmod rsync git"
+kmod rsync git openssl"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
