@@ -198,15 +198,22 @@ def test_table_entries_set_to_hostile_values(seed_image: bytes, tmp_path: Path) 
     l2 = struct.unpack_from(">Q", seed_image, hdr.l1_table_offset)[0] & 0x00FFFFFFFFFFFE00
     values = [1, 511, 512, 1 << 63, (1 << 63) | 512, (1 << 62) | 512, 2**64 - 1, 1 << 55]
     p = tmp_path / "v.qcow2"
+    refused = tried = 0
     for table in (hdr.l1_table_offset, l2, hdr.refcount_table_offset):
         for slot in range(4):
             for v in values:
-                p.write_bytes(_set(seed_image, table + slot * 8, ">Q", v))
+                image = _set(seed_image, table + slot * 8, ">Q", v)
+                p.write_bytes(image)
                 for write in (False, True):
+                    tried += 1
                     try:
                         _open_all(p, write=write)
                     except BurrowError:
-                        pass
+                        refused += 1
+                    if not write:  # a read-only open never changes a byte
+                        assert p.read_bytes() == image
+    # unused slots may hold anything harmless, but the used ones must be refused
+    assert 0 < refused < tried
 
 
 def test_metadata_overlaps_refused_before_writing(seed_image: bytes, tmp_path: Path) -> None:
