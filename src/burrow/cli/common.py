@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from burrow.cli.main import UNSAFE_CHARS as _UNSAFE
 from burrow.errors import UsageError
 
 if TYPE_CHECKING:
@@ -39,11 +40,6 @@ __all__ = [
     "parse_mode",
     "parse_size",
 ]
-
-
-# C0 and C1 control characters, DEL, and undecodable name bytes (kept as lone surrogates):
-# everything a terminal could take as part of an escape sequence.
-_UNSAFE = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0xDC80, 0xDD00)]}
 
 
 def display(text: str, *, stream: Any = None) -> str:

@@ -47,9 +47,10 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# C0/C1 controls, DEL and undecodable bytes (as in burrow.cli.common.display_always; kept
-# here so error reporting imports nothing more)
-_UNSAFE = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0xDC80, 0xDD00)]}
+# C0 and C1 control characters, DEL, and undecodable name bytes (kept as lone surrogates):
+# everything a terminal could take as part of an escape sequence. Names in messages and
+# listings come from images and peers; burrow.cli.common.display uses the same table.
+UNSAFE_CHARS = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0xDC80, 0xDD00)]}
 
 
 def _report(exc: BaseException, debug: bool) -> None:
@@ -66,7 +67,7 @@ def _report(exc: BaseException, debug: bool) -> None:
         message = str(exc)
     prefix = f"burrow: {path}: " if path else "burrow: "
     # names in messages come from images and peers: never let them drive the terminal
-    text = (prefix + message).translate(_UNSAFE)
+    text = (prefix + message).translate(UNSAFE_CHARS)
     print(text, file=sys.stderr)
 
 
